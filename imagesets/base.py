@@ -1,0 +1,101 @@
+"""The contract every data source fulfils, and the stratified split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Images as uint8 arrays (N, H, W, C) with raw 0-255 pixels, and integer labels.
+
+    Attributes:
+        name: the dataset spec it came from, e.g. "digits" or "folder:photos".
+        class_names: label i is ``class_names[i]``.
+        arrays: split name -> (images, labels).
+        skipped: (path, reason) for every file a folder source could not use.
+    """
+
+    name: str
+    class_names: list[str]
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.arrays["train"][0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def counts(self) -> dict[str, int]:
+        return {split: int(len(self.arrays[split][1])) for split in SPLITS}
+
+    def dataset(self, split: str):
+        """An unbatched ``tf.data.Dataset`` of (uint8 image, int32 label) for ``split``."""
+        import tensorflow as tf
+
+        images, labels = self.arrays[split]
+        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+
+    @property
+    def train(self):
+        return self.dataset("train")
+
+    @property
+    def val(self):
+        return self.dataset("val")
+
+    @property
+    def test(self):
+        return self.dataset("test")
+
+
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Splits indices per class, so every split keeps every class it can.
+
+    ``fractions`` maps split names (other than "train") to shares of each class;
+    "train" gets the rest.  A class with at least one image per split gets at
+    least one image in every split, which matters for the 5-images-a-class
+    folders of a first transfer-learning project.  Seeded, so a rerun sees the
+    same split.
+    """
+    rng = np.random.default_rng(seed)
+    parts = {name: [] for name in ("train", *fractions)}
+    for label in np.unique(labels):
+        index = np.flatnonzero(labels == label)
+        rng.shuffle(index)
+        start = 0
+        can_spare = len(index) > len(fractions)
+        for name, share in fractions.items():
+            take = int(round(len(index) * share))
+            if can_spare and share > 0:
+                take = max(take, 1)
+            take = min(take, len(index) - start - 1)  # leave at least one to train on
+            parts[name].append(index[start:start + take])
+            start += take
+        parts["train"].append(index[start:])
+    return {name: np.sort(np.concatenate(chunks)) if chunks else np.array([], dtype=int)
+            for name, chunks in parts.items()}
+
+
+def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, test_fraction, seed, skipped=()):
+    """Builds an ImageSet, carving whichever of val/test the source lacks out of train."""
+    images, labels = train
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    carve = {}
+    if test is None:
+        carve["test"] = test_fraction
+    if val is None:
+        carve["val"] = val_fraction
+    parts = stratified_split(labels, carve, seed)
+    arrays = {split: (images[index], labels[index]) for split, index in parts.items()}
+    for split, given in (("val", val), ("test", test)):
+        if given is not None:
+            arrays[split] = (given[0], np.asarray(given[1]).astype(np.int64).reshape(-1))
+    return ImageSet(name, list(class_names), arrays, list(skipped))

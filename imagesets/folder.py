@@ -1,0 +1,92 @@
+"""Folder datasets: one sub-folder per class, images of any format, size and mode.
+
+    photos/cat/1.jpg  photos/dog/a.png ...            -> stratified, seeded split
+    photos/train/cat/...  photos/val/...  photos/test/...  -> the given splits
+
+Every file is decoded once, up front, so a bad file is reported before
+training instead of failing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from imagesets.images import is_hidden, list_images, load_image
+from training.errors import UserError
+
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+
+
+def _class_dirs(path: str) -> list[str]:
+    return sorted(d for d in os.listdir(path) if not is_hidden(d) and os.path.isdir(os.path.join(path, d)))
+
+
+def check_folder(path: str) -> None:
+    if not os.path.exists(path):
+        raise UserError(f"Dataset folder {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise UserError(f"Dataset path {path!r} is a file; expected a folder with one sub-folder per class")
+
+
+def _decode_all(files, size, channels):
+    def decode(path):
+        try:
+            return load_image(path, size, channels), None
+        except Exception as error:  # PIL raises many types for bad files
+            return None, f"{type(error).__name__}: {error}".splitlines()[0][:200]
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return list(pool.map(decode, files))
+
+
+def _read_split(root: str, class_names: list[str], size, channels, skipped):
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        class_dir = os.path.join(root, name)
+        if os.path.isdir(class_dir):
+            found = list_images(class_dir)
+            files += found
+            labels += [label] * len(found)
+    images, kept = [], []
+    for path, label, (array, error) in zip(files, labels, _decode_all(files, size, channels)):
+        if error:
+            skipped.append((path, error))
+        else:
+            images.append(array)
+            kept.append(label)
+    shape = (0, size[0], size[1], channels)
+    return (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(kept, dtype=np.int64)
+
+
+def folder(path: str, *, image_size: tuple[int, int], channels: int):
+    """Reads a class-per-folder tree; returns (class_names, train, test_or_None, val_or_None, skipped)."""
+    check_folder(path)
+    split_roots = {split: next((os.path.join(path, d) for d in dirs if os.path.isdir(os.path.join(path, d))), None)
+                   for split, dirs in SPLIT_DIRS.items()}
+    train_root = split_roots["train"] or path
+    class_names = _class_dirs(train_root)
+    if not class_names:
+        raise UserError(f"Dataset folder {train_root!r} has no class sub-folders; expected {train_root}/<class>/<image files>")
+    if len(class_names) == 1:
+        raise UserError(f"Dataset folder {train_root!r} has only one class ({class_names[0]!r}); "
+                        "a classifier needs at least two class sub-folders")
+    skipped: list[tuple[str, str]] = []
+    train = _read_split(train_root, class_names, image_size, channels, skipped)
+    if len(train[1]) == 0:
+        raise UserError(f"Dataset folder {train_root!r} holds no readable images "
+                        f"({len(skipped)} files skipped)")
+    missing = [name for i, name in enumerate(class_names) if not np.any(train[1] == i)]
+    if missing:
+        raise UserError(f"Class folders with no readable images in {train_root!r}: {', '.join(missing)}; "
+                        "add images or remove these folders")
+    others = {}
+    for split in ("val", "test"):
+        if split_roots["train"] and split_roots[split]:
+            extra = set(_class_dirs(split_roots[split])) - set(class_names)
+            if extra:
+                raise UserError(f"{split_roots[split]!r} has classes that train/ lacks: {', '.join(sorted(extra))}")
+            others[split] = _read_split(split_roots[split], class_names, image_size, channels, skipped)
+    return class_names, train, others.get("test"), others.get("val"), skipped

@@ -1,0 +1,91 @@
+"""Writing a trained model as a SavedModel that serves on its own.
+
+Layout (TF Serving): ``<export_dir>/<name>/<version>/`` with integer versions.
+Each export takes the next version, is written to a hidden temporary folder
+beside it and renamed into place, so a reader never sees half a model and an
+existing version is never replaced.
+
+The signature ``serving_default`` takes ``images``: float32 (N, H, W, C) with
+raw 0-255 pixels, and returns ``probabilities`` (N, K), ``class_ids`` (N,) and
+``classes`` (N,) strings.  ``assets/metadata.json`` and
+``assets/class_names.txt`` carry the class names and input size, so a
+consumer needs only TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+from training.errors import UserError
+
+SIGNATURE = "serving_default"
+
+
+def versions(model_dir: str) -> list[int]:
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit())
+
+
+def next_version(model_dir: str) -> int:
+    found = versions(model_dir)
+    return found[-1] + 1 if found else 1
+
+
+def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadata: dict | None = None) -> str:
+    """Exports the inference ``model`` (raw pixels in, probabilities out).
+
+    Returns the version directory written.
+    """
+    import keras
+    import tensorflow as tf
+
+    if "/" in name or name.startswith(".") or not name:
+        raise UserError(f"Export name {name!r} must be a plain folder name")
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    class_names = [str(c) for c in class_names]
+    model_dir = os.path.join(export_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir)
+    try:
+        assets = os.path.join(tmp, "staging-assets")
+        os.makedirs(assets)
+        info = {"class_names": class_names, "input_shape": list(input_shape), "input": "raw pixels 0-255, float32",
+                "signature": SIGNATURE, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                **(metadata or {})}
+        with open(os.path.join(assets, "metadata.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        with open(os.path.join(assets, "class_names.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(class_names) + "\n")
+
+        labels = tf.constant(class_names)
+
+        def serve(images):
+            probabilities = model(images, training=False)
+            class_ids = tf.argmax(probabilities, axis=-1)
+            return {"probabilities": probabilities, "class_ids": class_ids, "classes": tf.gather(labels, class_ids)}
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(SIGNATURE, serve,
+                             input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name="images")])
+        # Tracked assets are copied into the SavedModel's assets/ folder.
+        archive._tf_trackable.metadata_file = tf.saved_model.Asset(os.path.join(assets, "metadata.json"))
+        archive._tf_trackable.class_names_file = tf.saved_model.Asset(os.path.join(assets, "class_names.txt"))
+        staged = os.path.join(tmp, "model")
+        archive.write_out(staged, verbose=False)
+        while True:
+            target = os.path.join(model_dir, str(next_version(model_dir)))
+            try:
+                os.rename(staged, target)  # atomic; fails if another export took this number
+                break
+            except OSError:
+                if not os.path.isdir(target):
+                    raise
+        return target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

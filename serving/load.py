@@ -1,0 +1,64 @@
+"""Finding and loading an export: a version directory, or a model folder meaning its newest version."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from training.errors import UserError
+
+
+def resolve_export(path: str) -> str:
+    """``saved_models/<name>/<version>`` as given, or the newest version of ``saved_models/<name>``."""
+    if not os.path.exists(path):
+        raise UserError(f"Export {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise UserError(f"Export {path!r} is a file; expected a SavedModel folder (saved_models/<name>[/<version>])")
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    numbered = sorted((int(d) for d in os.listdir(path)
+                       if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))))
+    if not numbered:
+        raise UserError(f"{path!r} is not a SavedModel: no saved_model.pb in it or in numbered version folders")
+    return os.path.join(path, str(numbered[-1]))
+
+
+@dataclasses.dataclass
+class LoadedExport:
+    path: str
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    metadata: dict
+    signature: object
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for a float/uint8 batch of raw-pixel images."""
+        import tensorflow as tf
+
+        out = [self.signature(images=tf.constant(images[i:i + batch_size], tf.float32))["probabilities"].numpy()
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def load_export(path: str) -> LoadedExport:
+    import tensorflow as tf
+
+    version_dir = resolve_export(path)
+    try:
+        loaded = tf.saved_model.load(version_dir)
+        signature = loaded.signatures["serving_default"]
+    except Exception as error:
+        raise UserError(f"Could not load SavedModel {version_dir!r}: {str(error).splitlines()[0]}") from None
+    try:
+        with open(os.path.join(version_dir, "assets", "metadata.json"), encoding="utf-8") as f:
+            metadata = json.load(f)
+    except (OSError, ValueError):
+        raise UserError(f"{version_dir!r} is a SavedModel but not one of this toolkit's exports "
+                        "(assets/metadata.json is missing)") from None
+    # Keep a reference to the loaded object: the signature's variables live on it.
+    export = LoadedExport(version_dir, metadata["class_names"], tuple(metadata["input_shape"]), metadata, signature)
+    export._module = loaded
+    return export

@@ -1,0 +1,71 @@
+"""Callbacks that make a run safe to interrupt: best weights that survive a
+resume, early stopping that remembers its patience, and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+
+
+class NanLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"loss became {loss} at epoch {epoch + 1}, step {step + 1}")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops at the first non-finite loss by raising, so no later callback
+    (checkpointing in particular) ever sees the broken weights."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NanLossError(getattr(self, "_epoch", 0), batch, float(loss))
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the best weights on disk and stops early, across resumes.
+
+    Unlike ``keras.callbacks.EarlyStopping`` its state (best score, best epoch)
+    is passed in from the run's history, so a resumed run neither forgets its
+    best model nor restarts its patience.  Weights are written to a temporary
+    file and renamed, so an interrupted write never replaces a good file.
+
+    Args:
+        path: where the best weights go (``*.weights.h5``).
+        monitor: a logged metric, e.g. "val_loss".
+        mode: "min" or "max".
+        patience: epochs without improvement before stopping; 0 disables it.
+        best, best_epoch: state from earlier epochs of this run (or None).
+    """
+
+    def __init__(self, path, *, monitor="val_loss", mode="min", patience=0, best=None, best_epoch=None):
+        super().__init__()
+        self.path, self.monitor, self.mode, self.patience = path, monitor, mode, int(patience or 0)
+        self.best, self.best_epoch = best, best_epoch
+        self.stopped_epoch = None
+
+    def _better(self, value):
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self._better(float(value)):
+            self.best, self.best_epoch = float(value), epoch
+            tmp = self.path + ".tmp.weights.h5"
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.path)
+        elif self.patience and epoch - self.best_epoch >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True

@@ -1,0 +1,50 @@
+"""Putting a zoo network together with its input stages, and taking them apart for export.
+
+A training model is ``image (raw 0-255) -> augmentation -> preprocessing -> network``.
+Augmentation layers are identity outside training and are dropped from the
+export; preprocessing (rescaling or per-channel standardization learned from
+the training images) stays, so a served model takes raw pixels.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+PREPROCESSING = ("rescale", "standardize")
+
+
+def preprocessing_layer(kind: str, train_images: np.ndarray | None = None):
+    """``rescale``: pixels / 255.  ``standardize``: per-channel mean and standard
+    deviation of the training images (Keras' Normalization, adapted once)."""
+    if kind == "rescale":
+        return keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")
+    if kind == "standardize":
+        if train_images is None:
+            raise ValueError("standardize needs the training images to learn mean and variance from")
+        layer = keras.layers.Normalization(axis=-1, name="preprocessing")
+        layer.adapt(np.asarray(train_images, dtype=np.float32), batch_size=256)
+        return layer
+    raise ValueError(f"Unknown preprocessing {kind!r} (valid: {', '.join(PREPROCESSING)})")
+
+
+def assemble(network: keras.Model, input_shape, *, preprocessing, augmentation=None) -> keras.Model:
+    """The training model: raw images in, the network's outputs out."""
+    inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="image")
+    x = augmentation(inputs) if augmentation is not None else inputs
+    x = preprocessing(x)
+    outputs = network(x)
+    return keras.Model(inputs, outputs, name=f"{network.name}_trainer")
+
+
+def network_of(model: keras.Model) -> keras.Model:
+    """The zoo network inside an assembled model."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)][-1]
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The assembled model without augmentation, sharing its weights."""
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
+    x = model.get_layer("preprocessing")(inputs)
+    network = network_of(model)
+    return keras.Model(inputs, network(x), name=network.name)

@@ -1,0 +1,92 @@
+"""Optimizers and learning-rate schedules, keyed by the names the CLI uses.
+
+Schedules are functions of the optimizer's step counter, which is saved with
+the optimizer state, so a resumed run continues the schedule where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@keras.saving.register_keras_serializable(package="training")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up then anneal, both cosine-shaped (Smith & Topin 2018, "Super-Convergence").
+
+    Starts at ``max_lr / div_factor``, rises to ``max_lr`` over ``warmup_steps``,
+    then falls to ``max_lr / final_div_factor`` at ``total_steps``.
+    """
+
+    def __init__(self, max_lr, total_steps, warmup_steps, div_factor=25.0, final_div_factor=1e4):
+        self.max_lr = float(max_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        start, end = self.max_lr / self.div_factor, self.max_lr / self.final_div_factor
+        warm = max(self.warmup_steps, 1)
+        anneal = max(self.total_steps - self.warmup_steps, 1)
+        up = ops.clip(step / warm, 0.0, 1.0)
+        down = ops.clip((step - self.warmup_steps) / anneal, 0.0, 1.0)
+        rising = start + (self.max_lr - start) * (1.0 - ops.cos(math.pi * up)) / 2.0
+        falling = end + (self.max_lr - end) * (1.0 + ops.cos(math.pi * down)) / 2.0
+        return ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self):
+        return {"max_lr": self.max_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
+
+
+def make_schedule(kind, lr, *, steps_per_epoch, epochs, warmup_epochs=0, step_epochs=30, step_gamma=0.1):
+    """A learning rate (float or schedule) for ``kind`` in ``SCHEDULES``.
+
+    ``step`` multiplies the rate by ``step_gamma`` every ``step_epochs`` epochs
+    (the ResNet paper's recipe); ``cosine`` decays to zero over the run after an
+    optional linear warm-up; ``onecycle`` warms up for ``warmup_epochs`` (default
+    30% of the run) and anneals.
+    """
+    total = max(1, steps_per_epoch * epochs)
+    warmup = int(steps_per_epoch * warmup_epochs)
+    if kind == "constant":
+        return float(lr)
+    if kind == "step":
+        boundaries = [steps_per_epoch * e for e in range(step_epochs, epochs, step_epochs)]
+        if not boundaries:
+            return float(lr)
+        values = [float(lr) * step_gamma ** i for i in range(len(boundaries) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if kind == "cosine":
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warmup), warmup_target=float(lr),
+                                                          warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(float(lr), total)
+    if kind == "onecycle":
+        return OneCycle(lr, total, warmup or int(0.3 * total))
+    raise ValueError(f"Unknown schedule {kind!r} (valid: {', '.join(SCHEDULES)})")
+
+
+def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=None):
+    """SGD (with momentum, optionally Nesterov), Adam, AdamW or RMSprop.
+
+    ``weight_decay`` is decoupled weight decay (Loshchilov & Hutter 2019) for
+    every optimizer; None keeps each optimizer's own default.
+    """
+    extra = {} if weight_decay is None else {"weight_decay": float(weight_decay)}
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, **extra)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, **extra)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, **extra)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, momentum=0.0 if momentum is None else momentum, **extra)
+    raise ValueError(f"Unknown optimizer {name!r} (valid: {', '.join(OPTIMIZERS)})")

@@ -1,0 +1,26 @@
+"""tf.data input pipelines from an ImageSet: batched, one-hot, prefetched."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_pipeline(images: np.ndarray, labels: np.ndarray, num_classes: int, *, batch_size: int,
+                  shuffle: bool, seed: int, one_hot: bool = True):
+    """(float32 raw-pixel images, one-hot labels) batches.
+
+    Images stay uint8 in memory and are cast per batch, which keeps a
+    60,000-image dataset at 47 MB instead of 188 MB.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def cast(x, y):
+        y = tf.one_hot(y, num_classes) if one_hot else y
+        return tf.cast(x, tf.float32), y
+
+    return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,252 @@
+"""One training run from a configuration dict: data, model, fit, evaluate, report, export.
+
+``train.py`` parses flags into the configuration; this module does the work,
+so tests and other tools (search, comparisons) can run the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from training import rundir
+from training.errors import UserError
+
+DEFAULTS = {
+    # Data
+    "dataset": "digits", "data_dir": None, "image_size": None, "channels": None,
+    "val_fraction": 0.1, "test_fraction": 0.2,
+    # Model
+    "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
+    "l2": None, "width": None, "preprocessing": "rescale",
+    # Optimization
+    "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
+    "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
+    "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
+    # Output
+    "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
+}
+
+MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l2", "width")
+
+
+def load_data(config: dict):
+    import imagesets
+    import zoo
+
+    image_size = config["image_size"]
+    channels = config["channels"]
+    if config["dataset"].startswith("folder:"):
+        # Folder images take the model's default input size and channel count unless told otherwise.
+        default = zoo.get(config["model"]).input_shape
+        image_size = image_size or default[:2]
+        channels = channels or default[2]
+    return imagesets.load(config["dataset"], data_dir=config["data_dir"], image_size=image_size, channels=channels,
+                          val_fraction=config["val_fraction"], test_fraction=config["test_fraction"],
+                          seed=config["seed"])
+
+
+def build_model(config: dict, data):
+    import zoo
+    from training.model import assemble, preprocessing_layer
+
+    options = {k: config[k] for k in MODEL_OPTIONS}
+    try:
+        network = zoo.build(config["model"], input_shape=data.input_shape, num_classes=data.num_classes, **options)
+        preprocessing = preprocessing_layer(config["preprocessing"], data.arrays["train"][0])
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return assemble(network, data.input_shape, preprocessing=preprocessing)
+
+
+def compile_model(model, config: dict, steps_per_epoch: int):
+    import keras
+
+    from training.optim import make_optimizer, make_schedule
+
+    try:
+        schedule = make_schedule(config["schedule"], config["lr"], steps_per_epoch=steps_per_epoch,
+                                 epochs=config["epochs"], warmup_epochs=config["warmup_epochs"],
+                                 step_epochs=config["step_epochs"], step_gamma=config["step_gamma"])
+        optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
+                                   nesterov=config["nesterov"], weight_decay=config["weight_decay"])
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def class_weights(config: dict, labels: np.ndarray, num_classes: int):
+    if config["class_weight"] == "none":
+        return None
+    if config["class_weight"] != "balanced":
+        raise UserError(f"Unknown class weighting {config['class_weight']!r} (valid: none, balanced)")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    result = {int(c): 1.0 for c in range(num_classes)}
+    result.update({int(c): float(w) for c, w in zip(present, weights)})
+    return result
+
+
+def default_run_name(config: dict) -> str:
+    dataset = config["dataset"]
+    if ":" in dataset:
+        kind, _, arg = dataset.partition(":")
+        dataset = os.path.basename(os.path.normpath(arg)) or kind
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{config['model']}-{dataset}")
+    return safe.strip("._") or "run"
+
+
+def check_config(config: dict) -> None:
+    """Catches numeric mistakes before any work is done."""
+    for key in ("epochs", "batch_size"):
+        if int(config[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    if not config["lr"] > 0:
+        raise UserError(f"--lr must be > 0, got {config['lr']}")
+    if not 0 <= config["label_smoothing"] < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
+    if config["monitor"] not in ("val_loss", "val_accuracy"):
+        raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
+
+
+def train(config: dict, log=print) -> dict:
+    """Runs (or resumes) one training run; returns its metrics dict."""
+    import keras
+
+    from serving.export import export_savedmodel
+    from training.callbacks import BestWeights, NanGuard
+    from training.model import inference_model
+    from training.pipeline import make_pipeline
+    from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves
+
+    config = {**DEFAULTS, **config}
+    check_config(config)
+    import zoo
+
+    try:
+        zoo.get(config["model"])  # an unknown name fails before any data is read
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    keras.utils.set_random_seed(config["seed"])
+    data = load_data(config)
+    counts = data.counts()
+    if data.skipped:
+        log(f"Skipped {len(data.skipped)} files that are not readable images:")
+        for path, reason in data.skipped[:20]:
+            log(f"  {path}: {reason}")
+        if len(data.skipped) > 20:
+            log(f"  ... and {len(data.skipped) - 20} more (see skipped_files.txt in the run directory)")
+    if counts["val"] == 0:
+        raise UserError("The validation split is empty; add images or raise --val-fraction")
+    model = build_model(config, data)
+
+    base = config["run_name"] or default_run_name(config)
+    run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
+    for note in notes:
+        log(note)
+    os.makedirs(run_dir, exist_ok=True)
+    rundir.write_json(os.path.join(run_dir, "config.json"), config)
+    if data.skipped:
+        with open(os.path.join(run_dir, "skipped_files.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{path}\t{reason}\n" for path, reason in data.skipped)
+
+    x_train, y_train = data.arrays["train"]
+    steps = int(np.ceil(len(y_train) / config["batch_size"]))
+    compile_model(model, config, steps)
+    train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
+                             seed=config["seed"])
+    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
+
+    backup_dir = os.path.join(run_dir, "backup")
+    csv_path = os.path.join(run_dir, "history.csv")
+    best_path = os.path.join(run_dir, "best.weights.h5")
+    done = rundir.completed_epochs(backup_dir) if resuming else 0
+    history = rundir.trim_history(csv_path, done)
+    mode = "min" if config["monitor"] == "val_loss" else "max"
+    scored = [row for row in history if config["monitor"] in row]
+    best_row = (min if mode == "min" else max)(scored, key=lambda r: r[config["monitor"]]) if scored else None
+    if resuming:
+        log(f"Resuming run {run_dir} after epoch {done}" + (
+            f" (best {config['monitor']} so far {best_row[config['monitor']]:.4f} at epoch {best_row['epoch'] + 1})"
+            if best_row else ""))
+    else:
+        log(f"Run directory: {run_dir}")
+    best = BestWeights(best_path, monitor=config["monitor"], mode=mode, patience=config["patience"],
+                       best=best_row[config["monitor"]] if best_row else None,
+                       best_epoch=best_row["epoch"] if best_row else None)
+    callbacks = [
+        NanGuard(),
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
+        best,
+        keras.callbacks.CSVLogger(csv_path, append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+    ]
+    started = time.time()
+    model.fit(train_ds, validation_data=val_ds, epochs=config["epochs"], callbacks=callbacks,
+              class_weight=class_weights(config, y_train, data.num_classes), verbose=config["verbose"],
+              shuffle=False)  # the pipeline shuffles; Keras would only warn
+    train_seconds = time.time() - started
+
+    if os.path.isfile(best_path):
+        model.load_weights(best_path)
+    history = rundir.read_history(csv_path)
+    plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
+                         title=f"{config['model']} on {config['dataset']}")
+    inference = inference_model(model)
+    x_test, y_test = data.arrays["test"]
+    probabilities = inference.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
+    accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
+    plot_confusion_matrix(matrix, data.class_names, os.path.join(run_dir, "confusion_matrix.png"),
+                          title=f"{config['model']} on {config['dataset']}: test accuracy {accuracy:.4f}")
+    with open(os.path.join(run_dir, "classification_report.txt"), "w", encoding="utf-8") as f:
+        f.write(report_text)
+    model.save(os.path.join(run_dir, "model.keras"))
+
+    export_path = None
+    if config["export"]:
+        export_path = export_savedmodel(
+            inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
+            metadata={"model": config["model"], "dataset": config["dataset"], "test_accuracy": accuracy,
+                      "run_dir": os.path.abspath(run_dir)})
+    metrics = {
+        "test_accuracy": accuracy,
+        "test_samples": int(len(y_test)),
+        "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
+        f"best_{config['monitor']}": best.best,
+        "epochs_run": len(history),
+        "stopped_early": best.stopped_epoch is not None,
+        "train_seconds_this_session": round(train_seconds, 2),
+        "parameters": int(inference.count_params()),
+        "counts": counts,
+        "class_names": data.class_names,
+        "confusion_matrix": matrix.tolist(),
+        "per_class": report,
+        "skipped_files": len(data.skipped),
+        "export_path": export_path,
+        "config": config,
+    }
+    if history:
+        last = history[-1]
+        metrics["final_epoch"] = {k: v for k, v in last.items() if k != "epoch"}
+    rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    metrics["run_dir"] = run_dir
+    return metrics
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    lines = [f"Test accuracy: {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images "
+             f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']})",
+             f"Run directory: {metrics['run_dir']}"]
+    if metrics["export_path"]:
+        lines.append(f"Exported: {metrics['export_path']}")
+    return lines
+
+
+def to_json(metrics: dict) -> str:
+    return json.dumps(metrics, indent=2, default=str)
