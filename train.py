@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         try:
             metrics = train(config)
         except NanLossError as error:
-            print(f"error: training stopped: {error}. Nothing was exported; the last good epoch's checkpoint is "
+            print(f"error: training stopped: {error}. Nothing was exported; checkpoints of the epochs before it are "
                   "kept. Try a lower --lr (or --schedule cosine --warmup-epochs 2).", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

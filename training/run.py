@@ -180,12 +180,14 @@ def train(config: dict, log=print) -> dict:
     best = BestWeights(best_path, monitor=config["monitor"], mode=mode, patience=config["patience"],
                        best=best_row[config["monitor"]] if best_row else None,
                        best_epoch=best_row["epoch"] if best_row else None)
+    # The backup goes last: an epoch's history row and best weights are on disk before the
+    # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
     callbacks = [
         NanGuard(),
-        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
-        best,
         keras.callbacks.CSVLogger(csv_path, append=True),
+        best,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
     ]
     started = time.time()
     model.fit(train_ds, validation_data=val_ds, epochs=config["epochs"], callbacks=callbacks,

@@ -1,0 +1,211 @@
+"""End to end: train.py on real data -> run directory -> export -> a TensorFlow-only consumer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, run_cli, write_digit_folder
+
+import train as train_cli
+from training import run as training_run
+
+FAST = {"epochs": 3, "verbose": 0, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One short digits run shared by the tests that only read its outputs."""
+    base = tmp_path_factory.mktemp("run")
+    config = {**FAST, "runs_dir": str(base / "runs"), "export_dir": str(base / "saved_models")}
+    metrics = training_run.train(config, log=lambda *_: None)
+    return config, metrics
+
+
+def test_run_directory_holds_every_report(finished_run):
+    config, metrics = finished_run
+    run_dir = metrics["run_dir"]
+    for name in ("config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+                 "classification_report.txt", "metrics.json", "model.keras", "best.weights.h5"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    saved = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert saved["config"]["model"] == "lenet5" and saved["config"]["dataset"] == "digits"
+    assert saved["epochs_run"] == 3
+    assert set(saved["per_class"]) >= {"0", "9", "macro avg"}
+    assert np.array(saved["confusion_matrix"]).sum() == saved["test_samples"] == 359
+    # The test accuracy is computed from the confusion matrix's diagonal, not copied from Keras.
+    matrix = np.array(saved["confusion_matrix"])
+    assert saved["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    lines = open(os.path.join(run_dir, "history.csv")).read().strip().splitlines()
+    assert lines[0].startswith("epoch") and "val_loss" in lines[0] and len(lines) == 4
+
+
+def test_export_layout_and_tensorflow_only_consumer(finished_run, tmp_path):
+    config, metrics = finished_run
+    export = metrics["export_path"]
+    assert export == os.path.join(config["export_dir"], "lenet5-digits", "1")
+    assert os.path.isfile(os.path.join(export, "saved_model.pb"))
+    assert open(os.path.join(export, "assets", "class_names.txt")).read().split() == [str(i) for i in range(10)]
+
+    import imagesets
+    import keras
+    from training.model import inference_model
+
+    images = imagesets.load("digits").arrays["test"][0][:32].astype(np.float32)
+    model = keras.models.load_model(os.path.join(metrics["run_dir"], "model.keras"))
+    expected = inference_model(model).predict(images, verbose=0)
+    np.save(tmp_path / "images.npy", images)
+    consumer = f"""
+import json, sys
+import numpy as np, tensorflow as tf
+m = tf.saved_model.load({export!r})
+meta = json.load(open({export!r} + "/assets/metadata.json"))
+out = m.signatures["serving_default"](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
+project = {{"zoo", "training", "serving", "imagesets", "augment", "transfer"}}
+assert not project & {{name.split(".")[0] for name in sys.modules}}
+print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": [c.decode() for c in out["classes"].numpy()],
+                  "names": meta["class_names"], "shape": meta["input_shape"]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(result["p"]), expected, atol=1e-5)
+    assert result["classes"] == [result["names"][i] for i in expected.argmax(1)]
+    assert result["shape"] == [8, 8, 1]
+
+
+def test_second_run_keeps_the_first_and_exports_a_new_version(finished_run):
+    config, first = finished_run
+    before = open(os.path.join(first["run_dir"], "metrics.json")).read()
+    second = training_run.train({**config, "epochs": 1}, log=lambda *_: None)
+    assert second["run_dir"] != first["run_dir"]
+    # A different configuration must not resume the finished run: it gets its own directory.
+    assert os.path.basename(second["run_dir"]) == "lenet5-digits-2"
+    assert second["export_path"].endswith(os.path.join("lenet5-digits-2", "1"))
+    assert open(os.path.join(first["run_dir"], "metrics.json")).read() == before
+
+
+def test_repeating_a_finished_command_starts_a_new_run(tmp_path):
+    config = {**FAST, "epochs": 1, "runs_dir": str(tmp_path / "runs"), "export_dir": str(tmp_path / "exp"),
+              "run_name": "same"}
+    first = training_run.train(config, log=lambda *_: None)
+    second = training_run.train(config, log=lambda *_: None)
+    assert [os.path.basename(m["run_dir"]) for m in (first, second)] == ["same", "same-2"]
+    assert sorted(os.listdir(tmp_path / "exp")) == ["same", "same-2"]
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    args = [os.path.join(ROOT, "train.py"), "--epochs", "6", "--patience", "0", "--verbose", "0",
+            "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp"), "--model", "lenet5_modern"]
+    metadata = tmp_path / "runs" / "lenet5_modern-digits" / "backup" / "training_metadata.json"
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            time.sleep(0.05)
+        else:
+            pytest.fail("training never checkpointed")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_after = json.loads(metadata.read_text())["epoch"]
+    assert killed_after < 6
+    assert not (tmp_path / "runs" / "lenet5_modern-digits" / "metrics.json").exists()
+
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Resuming run {tmp_path / 'runs' / 'lenet5_modern-digits'} after epoch {killed_after}" in done.stdout
+    history = (tmp_path / "runs" / "lenet5_modern-digits" / "history.csv").read_text().strip().splitlines()
+    assert [int(line.split(",")[0]) for line in history[1:]] == list(range(6))
+    metrics = json.loads((tmp_path / "runs" / "lenet5_modern-digits" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 6
+    assert os.path.isdir(tmp_path / "exp" / "lenet5_modern-digits" / "1")
+
+
+def test_nan_loss_stops_with_a_clear_message_and_exports_nothing(tmp_path):
+    done = run_cli("train.py", "--model", "lenet5_modern", "--optimizer", "sgd", "--lr", "1e8", "--schedule",
+                   "constant", "--epochs", "2", "--verbose", "0", "--runs-dir", str(tmp_path / "runs"),
+                   "--export-dir", str(tmp_path / "exp"))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "loss became nan" in errors[0] and "--lr" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--model", "lenet6"], "did you mean lenet5"),
+    (["--dataset", "digit"], "did you mean digits"),
+    (["--dataset", "folder:/nonexistent/photos"], "does not exist"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--model", "mlp", "--width", "-1"], "width must be > 0"),
+    (["--config", "/nonexistent.json"], "Cannot read config file"),
+])
+def test_user_mistakes_get_one_line_and_exit_2(argv, expected, tmp_path, capsys):
+    code = train_cli.main([*argv, "--runs-dir", str(tmp_path), "--verbose", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
+    assert not (tmp_path / "saved_models").exists()
+
+
+def test_folder_dataset_errors_from_the_command_line(tmp_path):
+    write_digit_folder(tmp_path / "one", classes=("1",))
+    a_file = tmp_path / "file.png"
+    a_file.write_bytes(b"not a folder")
+    for path, expected in ((tmp_path / "one", "only one class"), (a_file, "is a file"),
+                           (tmp_path / "missing", "does not exist")):
+        done = run_cli("train.py", "--dataset", f"folder:{path}", "--runs-dir", str(tmp_path / "runs"))
+        assert done.returncode == 2, done.stderr[-1000:]
+        assert "Traceback" not in done.stderr
+        assert expected in done.stderr.strip().splitlines()[-1]
+
+
+def test_config_file_sets_defaults_and_flags_override_it(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": "mlp", "epochs": 7, "lr": 0.01}))
+    config, _ = train_cli.resolve_config(["--config", str(path), "--epochs", "2"])
+    assert (config["model"], config["epochs"], config["lr"]) == ("mlp", 2, 0.01)
+    path.write_text(json.dumps({"modle": "mlp"}))
+    with pytest.raises(Exception, match="Unknown keys.*modle"):
+        train_cli.resolve_config(["--config", str(path)])
+
+
+def test_folder_run_reports_skipped_files_and_predict_reads_the_export(tmp_path):
+    data = write_digit_folder(tmp_path / "digits", n_per_class=10, classes=("3", "7"))
+    (data / "3" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (data / "7" / "notes.txt").write_text("not an image")
+    (data / ".DS_Store").write_bytes(b"\0\0")
+    done = run_cli("train.py", "--dataset", f"folder:{data}", "--model", "lenet5_modern", "--epochs", "2",
+                   "--verbose", "0", "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Skipped 2 files" in done.stdout and "broken.jpg" in done.stdout and ".DS_Store" not in done.stdout
+    skipped = (tmp_path / "runs" / "lenet5_modern-digits" / "skipped_files.txt").read_text().splitlines()
+    assert len(skipped) == 2
+    export = tmp_path / "exp" / "lenet5_modern-digits"
+    assert json.loads((export / "1" / "assets" / "metadata.json").read_text())["input_shape"] == [32, 32, 1]
+
+    done = run_cli("predict.py", str(export), str(data / "3"), "--json", "--top-k", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["export"].endswith("1")
+    assert len(result["predictions"]) == 10 and len(result["skipped"]) == 1
+    for prediction in result["predictions"]:
+        probs = [t["probability"] for t in prediction["top"]]
+        assert [t["class"] for t in prediction["top"]] and sorted(probs, reverse=True) == probs
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
