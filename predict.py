@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none",
+                        help="average over mirrored views or AlexNet's ten crops (mirroring only when the "
+                             "model was trained with flips)")
     args = parser.parse_args(argv)
 
     from training.errors import UserError
@@ -68,7 +71,10 @@ def main(argv=None) -> int:
                 skipped.append({"path": path, "reason": f"{type(error).__name__}: {error}".splitlines()[0]})
         if not images:
             raise UserError(f"None of the {len(files)} files is a readable image")
-        probabilities = export.predict(np.stack(images).astype(np.float32))
+        from augment import predict_tta
+
+        probabilities = predict_tta(export, np.stack(images).astype(np.float32), args.tta,
+                                    flips=export.metadata.get("flips", True))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--preprocessing", choices=("rescale", "standardize"), default=D["preprocessing"],
                        help="pixels/255, or per-channel standardization learned from the training images")
 
+    aug = parser.add_argument_group("Augmentation (in the model graph, training only; never exported)")
+    aug.add_argument("--augment", default=D["augment"],
+                     help="none | light | standard | strong, or components joined by '+', e.g. "
+                          "'standard+erasing', 'light+mixup' (see augment.describe)")
+    _bool_flag(aug, "flips", "allow mirroring (default: off for digits and mnist, on otherwise)")
+    aug.add_argument("--tta", choices=("none", "flip", "ten_crop"), default=D["tta"],
+                     help="test-time augmentation when evaluating on the test split")
+    aug.add_argument("--preview", metavar="PNG",
+                     help="write a grid of augmented training images for --augment and --dataset, then exit")
+
     opt = parser.add_argument_group("Optimization")
     opt.add_argument("--epochs", type=int, default=D["epochs"])
     opt.add_argument("--batch-size", type=int, default=D["batch_size"])
@@ -151,6 +161,11 @@ def main(argv=None) -> int:
 
             for name, text in imagesets.SOURCES.items():
                 print(f"{name:<14} {text}")
+            return 0
+        if args.preview:
+            from training.run import preview
+
+            print(f"Wrote {preview(config, args.preview)}")
             return 0
         from training.callbacks import NanLossError
         from training.run import summary_lines, train

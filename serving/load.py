@@ -34,8 +34,9 @@ class LoadedExport:
     metadata: dict
     signature: object
 
-    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities for a float/uint8 batch of raw-pixel images."""
+    def predict(self, images: np.ndarray, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
+        """Class probabilities for a float/uint8 batch of raw-pixel images (Keras-style
+        signature, so ``augment.predict_tta`` can average over views of an export)."""
         import tensorflow as tf
 
         out = [self.signature(images=tf.constant(images[i:i + batch_size], tf.float32))["probabilities"].numpy()

@@ -209,3 +209,27 @@ def test_folder_run_reports_skipped_files_and_predict_reads_the_export(tmp_path)
         probs = [t["probability"] for t in prediction["top"]]
         assert [t["class"] for t in prediction["top"]] and sorted(probs, reverse=True) == probs
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_augmentation_trains_but_never_reaches_the_export(tmp_path):
+    import tensorflow as tf
+
+    config = {**FAST, "epochs": 1, "augment": "strong+mixup", "tta": "flip", "runs_dir": str(tmp_path / "runs"),
+              "export_dir": str(tmp_path / "exp"), "dataset": "digits"}
+    metrics = training_run.train(config, log=lambda *_: None)
+    assert metrics["tta"] == "flip" and 0 <= metrics["test_accuracy"] <= 1
+    loaded = tf.saved_model.load(metrics["export_path"])
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    ops = {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+    assert not {op for op in ops if "Random" in op}, "augmentation ops leaked into the export"
+    assert json.load(open(os.path.join(metrics["export_path"], "assets", "metadata.json")))["flips"] is False
+
+
+def test_preview_writes_a_grid_of_augmented_samples(tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "grid.png"
+    assert train_cli.main(["--augment", "standard", "--preview", str(path)]) == 0
+    assert Image.open(path).size[0] > 300
+    assert train_cli.main(["--augment", "flip+crop+nonsense", "--preview", str(path)]) == 2
+    assert "nonsense" in capsys.readouterr().err

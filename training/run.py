@@ -22,6 +22,8 @@ DEFAULTS = {
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
     "l2": None, "width": None, "preprocessing": "rescale",
+    # Augmentation
+    "augment": "none", "flips": None, "tta": "none",
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
@@ -49,7 +51,32 @@ def load_data(config: dict):
                           seed=config["seed"])
 
 
-def build_model(config: dict, data):
+def flips_for(config: dict) -> bool:
+    """Mirroring is on unless turned off, or the data are digits or characters."""
+    import augment
+
+    return augment.default_flips(config["dataset"]) if config["flips"] is None else bool(config["flips"])
+
+
+def augmentation_for(config: dict, data):
+    """The in-graph augmentation stage and the batch-level mixer (either may be None)."""
+    import augment
+
+    spec = config["augment"]
+    try:
+        parts, _ = augment.parse(spec)
+        colour = data.input_shape[-1] == 3
+        # AlexNet's lighting noise uses the principal components of this dataset's own pixels.
+        pca = augment.fit_pca(data.arrays["train"][0]) if "pca" in parts and colour else None
+        layer = augment.policy(spec, input_shape=data.input_shape, flips=flips_for(config), seed=config["seed"],
+                               pca=pca)
+        mix = augment.mixer(spec, num_classes=data.num_classes, seed=config["seed"])
+    except ValueError as error:
+        raise UserError(f"--augment {spec!r}: {error}") from None
+    return layer, mix
+
+
+def build_model(config: dict, data, augmentation=None):
     import zoo
     from training.model import assemble, preprocessing_layer
 
@@ -59,7 +86,7 @@ def build_model(config: dict, data):
         preprocessing = preprocessing_layer(config["preprocessing"], data.arrays["train"][0])
     except ValueError as error:
         raise UserError(str(error)) from None
-    return assemble(network, data.input_shape, preprocessing=preprocessing)
+    return assemble(network, data.input_shape, preprocessing=preprocessing, augmentation=augmentation)
 
 
 def compile_model(model, config: dict, steps_per_epoch: int):
@@ -109,6 +136,8 @@ def check_config(config: dict) -> None:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if not config["lr"] > 0:
         raise UserError(f"--lr must be > 0, got {config['lr']}")
+    if config["tta"] not in ("none", "flip", "ten_crop"):
+        raise UserError(f"--tta must be none, flip or ten_crop, got {config['tta']!r}")
     if not 0 <= config["label_smoothing"] < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
     if config["monitor"] not in ("val_loss", "val_accuracy"):
@@ -119,6 +148,7 @@ def train(config: dict, log=print) -> dict:
     """Runs (or resumes) one training run; returns its metrics dict."""
     import keras
 
+    from augment import predict_tta
     from serving.export import export_savedmodel
     from training.callbacks import BestWeights, NanGuard
     from training.model import inference_model
@@ -144,7 +174,8 @@ def train(config: dict, log=print) -> dict:
             log(f"  ... and {len(data.skipped) - 20} more (see skipped_files.txt in the run directory)")
     if counts["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
-    model = build_model(config, data)
+    augmentation, mix = augmentation_for(config, data)
+    model = build_model(config, data, augmentation)
 
     base = config["run_name"] or default_run_name(config)
     run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
@@ -161,6 +192,8 @@ def train(config: dict, log=print) -> dict:
     compile_model(model, config, steps)
     train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
                              seed=config["seed"])
+    if mix is not None:
+        train_ds = train_ds.map(mix)
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
 
     backup_dir = os.path.join(run_dir, "backup")
@@ -202,7 +235,7 @@ def train(config: dict, log=print) -> dict:
                          title=f"{config['model']} on {config['dataset']}")
     inference = inference_model(model)
     x_test, y_test = data.arrays["test"]
-    probabilities = inference.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
+    probabilities = predict_tta(inference, x_test.astype(np.float32), config["tta"], flips=flips_for(config))
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
     plot_confusion_matrix(matrix, data.class_names, os.path.join(run_dir, "confusion_matrix.png"),
                           title=f"{config['model']} on {config['dataset']}: test accuracy {accuracy:.4f}")
@@ -215,10 +248,12 @@ def train(config: dict, log=print) -> dict:
         export_path = export_savedmodel(
             inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
             metadata={"model": config["model"], "dataset": config["dataset"], "test_accuracy": accuracy,
+                      "flips": flips_for(config),
                       "run_dir": os.path.abspath(run_dir)})
     metrics = {
         "test_accuracy": accuracy,
         "test_samples": int(len(y_test)),
+        "tta": config["tta"],
         "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
         f"best_{config['monitor']}": best.best,
         "epochs_run": len(history),
@@ -252,3 +287,16 @@ def summary_lines(metrics: dict) -> list[str]:
 
 def to_json(metrics: dict) -> str:
     return json.dumps(metrics, indent=2, default=str)
+
+
+def preview(config: dict, path: str) -> str:
+    """Writes a grid of augmented training images for ``config``'s policy and dataset."""
+    import augment
+
+    config = {**DEFAULTS, **config}
+    data = load_data(config)
+    layer, _ = augmentation_for(config, data)
+    images, labels = data.arrays["train"]
+    title = f"--augment {config['augment']} on {config['dataset']}" + ("" if flips_for(config) else " (no flips)")
+    return augment.save_grid(images, layer, path, seed=config["seed"], class_names=data.class_names, labels=labels,
+                             title=title)
