@@ -49,16 +49,17 @@ def load_export(path: str) -> LoadedExport:
 
     version_dir = resolve_export(path)
     try:
-        loaded = tf.saved_model.load(version_dir)
-        signature = loaded.signatures["serving_default"]
-    except Exception as error:
-        raise UserError(f"Could not load SavedModel {version_dir!r}: {str(error).splitlines()[0]}") from None
-    try:
         with open(os.path.join(version_dir, "assets", "metadata.json"), encoding="utf-8") as f:
             metadata = json.load(f)
     except (OSError, ValueError):
         raise UserError(f"{version_dir!r} is a SavedModel but not one of this toolkit's exports "
-                        "(assets/metadata.json is missing)") from None
+                        "(assets/metadata.json is missing or unreadable)") from None
+    try:
+        loaded = tf.saved_model.load(version_dir)
+        signature = loaded.signatures["serving_default"]
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"Could not load SavedModel {version_dir!r}: {reason}") from None
     # Keep a reference to the loaded object: the signature's variables live on it.
     export = LoadedExport(version_dir, metadata["class_names"], tuple(metadata["input_shape"]), metadata, signature)
     export._module = loaded

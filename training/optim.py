@@ -59,7 +59,8 @@ def make_schedule(kind, lr, *, steps_per_epoch, epochs, warmup_epochs=0, step_ep
     if kind == "constant":
         return float(lr)
     if kind == "step":
-        boundaries = [steps_per_epoch * e for e in range(step_epochs, epochs, step_epochs)]
+        # PiecewiseConstantDecay switches *after* a boundary step, so step k*E*S - 1 is the last at the old rate.
+        boundaries = [steps_per_epoch * e - 1 for e in range(step_epochs, epochs, step_epochs)]
         if not boundaries:
             return float(lr)
         values = [float(lr) * step_gamma ** i for i in range(len(boundaries) + 1)]
