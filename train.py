@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--activation", default=None,
                        help="relu | leaky_relu | elu | gelu | tanh | sigmoid | swish | scaled_tanh")
     model.add_argument("--kernel-initializer", default=None, help="he | glorot (xavier) | lecun | orthogonal ...")
+    model.add_argument("--l1", type=float, default=None, help="L1 penalty on every kernel (in the loss)")
     model.add_argument("--l2", type=float, default=None, help="L2 penalty on every kernel (in the loss)")
     model.add_argument("--width", type=float, default=None, help="width multiplier on every layer")
     model.add_argument("--preprocessing", choices=("rescale", "standardize"), default=D["preprocessing"],
@@ -73,32 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a grid of augmented training images for --augment and --dataset, then exit")
 
     opt = parser.add_argument_group("Optimization")
-    opt.add_argument("--epochs", type=int, default=D["epochs"])
-    opt.add_argument("--batch-size", type=int, default=D["batch_size"])
-    opt.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"), default=D["optimizer"])
+    opt.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (early stopping may end sooner)")
+    opt.add_argument("--batch-size", type=int, default=D["batch_size"], help="images per training step")
+    opt.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"), default=D["optimizer"],
+                     help="sgd uses --momentum (and --nesterov)")
     opt.add_argument("--lr", type=float, default=D["lr"], help="(peak) learning rate")
     opt.add_argument("--momentum", type=float, default=D["momentum"], help="SGD/RMSprop momentum")
     opt.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=D["nesterov"],
                      help="Nesterov momentum for SGD")
-    opt.add_argument("--schedule", choices=("constant", "step", "cosine", "onecycle"), default=D["schedule"])
+    opt.add_argument("--schedule", choices=("constant", "step", "cosine", "onecycle"), default=D["schedule"],
+                     help="learning-rate schedule over the run (by step, so it resumes exactly)")
     opt.add_argument("--warmup-epochs", type=float, default=D["warmup_epochs"],
                      help="linear warm-up for cosine; rise phase for onecycle (0: 30%% of the run)")
     opt.add_argument("--step-epochs", type=int, default=D["step_epochs"], help="step schedule: epochs per step")
     opt.add_argument("--step-gamma", type=float, default=D["step_gamma"], help="step schedule: factor per step")
     opt.add_argument("--weight-decay", type=float, default=D["weight_decay"],
                      help="decoupled weight decay (default: the optimizer's own)")
-    opt.add_argument("--label-smoothing", type=float, default=D["label_smoothing"])
+    opt.add_argument("--label-smoothing", type=float, default=D["label_smoothing"],
+                     help="share of each target spread over the other classes (Szegedy et al. 2016)")
     opt.add_argument("--patience", type=int, default=D["patience"],
                      help="early stopping: epochs without improvement (0: off); the best weights are kept")
     opt.add_argument("--monitor", choices=("val_loss", "val_accuracy"), default=D["monitor"],
                      help="what early stopping and best-weights selection watch")
     opt.add_argument("--class-weight", choices=("none", "balanced"), default=D["class_weight"],
                      help="weight the loss by inverse class frequency for imbalanced data")
-    opt.add_argument("--seed", type=int, default=D["seed"])
+    opt.add_argument("--seed", type=int, default=D["seed"], help="seeds the split, the weights and the shuffling")
 
     out = parser.add_argument_group("Output")
     out.add_argument("--run-name", default=D["run_name"], help="run directory name (default: MODEL-DATASET)")
-    out.add_argument("--runs-dir", default=D["runs_dir"])
+    out.add_argument("--runs-dir", default=D["runs_dir"], help="where run directories go")
     out.add_argument("--export-dir", default=D["export_dir"], help="SavedModel root (TF Serving layout)")
     out.add_argument("--export", action=argparse.BooleanOptionalAction, default=D["export"],
                      help="export a SavedModel at the end")

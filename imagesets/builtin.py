@@ -43,15 +43,22 @@ def digits():
 def read_idx(path: str) -> np.ndarray:
     """Reads an IDX file (the MNIST format), gzipped or not."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError) as error:  # cut-off downloads, non-gzip files named .gz
+        raise UserError(f"{path} cannot be read ({type(error).__name__}: {error}); delete it and fetch it again") \
+            from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UserError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated inside its header")
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: header says {dims}, found {array.size} values")
+        raise UserError(f"{path} does not match its header: header says {dims} = {int(np.prod(dims))} values, "
+                        f"the file holds {array.size}")
     return array.reshape(dims)
 
 

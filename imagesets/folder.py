@@ -66,6 +66,9 @@ def folder(path: str, *, image_size: tuple[int, int], channels: int):
     check_folder(path)
     split_roots = {split: next((os.path.join(path, d) for d in dirs if os.path.isdir(os.path.join(path, d))), None)
                    for split, dirs in SPLIT_DIRS.items()}
+    if not split_roots["train"] and (split_roots["val"] or split_roots["test"]):
+        raise UserError(f"Dataset folder {path!r} has val/ or test/ sub-folders but no train/; "
+                        "add train/<class>/ folders, or put the class folders directly in it")
     train_root = split_roots["train"] or path
     class_names = _class_dirs(train_root)
     if not class_names:

@@ -21,7 +21,7 @@ DEFAULTS = {
     "val_fraction": 0.1, "test_fraction": 0.2,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
-    "l2": None, "width": None, "preprocessing": "rescale",
+    "l1": None, "l2": None, "width": None, "preprocessing": "rescale",
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
     # Optimization
@@ -32,7 +32,7 @@ DEFAULTS = {
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
 }
 
-MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l2", "width")
+MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width")
 
 
 def load_data(config: dict):
