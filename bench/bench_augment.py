@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import augment  # noqa: E402
+from augment.reference import pil_op  # noqa: E402
 import zoo  # noqa: E402
 from training.model import assemble  # noqa: E402
 
@@ -179,26 +180,6 @@ def np_pca(batch, rng, std=0.1):
     return out
 
 
-def _pil_op(picture, name, level, sign):
-    factor = 1.0 + sign * level / 10 * 0.9
-    amount = sign * level / 10
-    affine = {"shear_x": (1, amount * 0.3, 0, 0, 1, 0), "shear_y": (1, 0, 0, amount * 0.3, 1, 0),
-              "translate_x": (1, 0, amount * 0.3 * picture.width, 0, 1, 0),
-              "translate_y": (1, 0, 0, 0, 1, amount * 0.3 * picture.height)}
-    if name in affine:
-        return picture.transform(picture.size, Image.AFFINE, affine[name], fillcolor=(128, 128, 128))
-    return {
-        "identity": lambda: picture,
-        "rotate": lambda: picture.rotate(amount * 30, fillcolor=(128, 128, 128)),
-        "auto_contrast": lambda: ImageOps.autocontrast(picture),
-        "equalize": lambda: ImageOps.equalize(picture),
-        "solarize": lambda: ImageOps.solarize(picture, 256 - level / 10 * 256),
-        "posterize": lambda: ImageOps.posterize(picture, 8 - int(level / 10 * 4)),
-        "color": lambda: ImageEnhance.Color(picture).enhance(factor),
-        "contrast": lambda: ImageEnhance.Contrast(picture).enhance(factor),
-        "brightness": lambda: ImageEnhance.Brightness(picture).enhance(factor),
-        "sharpness": lambda: ImageEnhance.Sharpness(picture).enhance(factor),
-    }[name]()
 
 
 def pil_randaugment(batch, rng, num_ops=2, level=9.0):
@@ -208,7 +189,7 @@ def pil_randaugment(batch, rng, num_ops=2, level=9.0):
     for i, image in enumerate(batch):
         picture = Image.fromarray(image.astype(np.uint8))
         for name in rng.choice(names, size=num_ops):
-            picture = _pil_op(picture, name, level, rng.choice((-1.0, 1.0)))
+            picture = pil_op(picture, name, level, rng.choice((-1.0, 1.0)))
         out[i] = np.asarray(picture, dtype=np.float32)
     return out
 

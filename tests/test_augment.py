@@ -7,12 +7,13 @@ version of them tinted per image for the colour operations.
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 import augment
 import imagesets
 import keras
 from augment import randaugment
+from augment.reference import pil_op
 from training.model import assemble
 
 BATCH = 32
@@ -169,18 +170,7 @@ def test_pca_refuses_grey_images(digits):
 
 
 def _pil_reference(name, image, level, sign):
-    picture = Image.fromarray(image.astype(np.uint8))
-    factor = 1.0 + sign * level / 10.0 * 0.9
-    return np.asarray({
-        "auto_contrast": lambda: ImageOps.autocontrast(picture),
-        "equalize": lambda: ImageOps.equalize(picture),
-        "solarize": lambda: ImageOps.solarize(picture, 256 - level / 10 * 256),
-        "posterize": lambda: ImageOps.posterize(picture, 8 - int(level / 10 * 4)),
-        "color": lambda: ImageEnhance.Color(picture).enhance(factor),
-        "contrast": lambda: ImageEnhance.Contrast(picture).enhance(factor),
-        "brightness": lambda: ImageEnhance.Brightness(picture).enhance(factor),
-        "sharpness": lambda: ImageEnhance.Sharpness(picture).enhance(factor),
-    }[name](), dtype=np.float32)
+    return np.asarray(pil_op(Image.fromarray(image.astype(np.uint8)), name, level, sign), dtype=np.float32)
 
 
 @pytest.mark.parametrize("name", ["auto_contrast", "equalize", "solarize", "posterize", "color", "contrast",

@@ -8,7 +8,6 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import zoo
 from zoo import inception
