@@ -63,6 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--preprocessing", choices=("rescale", "standardize"), default=D["preprocessing"],
                        help="pixels/255, or per-channel standardization learned from the training images")
 
+    tl = parser.add_argument_group(
+        "Transfer learning (--backbone replaces --model: the head trains for --epochs with the backbone frozen, "
+        "then --finetune-epochs unfreeze its top at --finetune-lr)")
+    tl.add_argument("--backbone", default=D["backbone"],
+                    help="a keras.applications name (mobilenet_v2, resnet50, efficientnet_b0, ...), a zoo name, "
+                         "a .keras file, or an export folder saved_models/NAME[/VERSION]")
+    tl.add_argument("--weights", default=D["weights"],
+                    help="imagenet (Keras' cache or a download) | none | PATH to a weights file")
+    tl.add_argument("--freeze", default=D["freeze"],
+                    help="what stays frozen while fine-tuning: from:auto (the backbone's usual point) | "
+                         "from:LAYER | last:N | fraction:F | pattern:REGEX | none")
+    tl.add_argument("--finetune-epochs", type=int, default=D["finetune_epochs"],
+                    help="epochs of the second phase (0: train the head only)")
+    tl.add_argument("--finetune-lr", type=float, default=D["finetune_lr"],
+                    help="learning rate of the second phase (default: --lr / 10)")
+    tl.add_argument("--head-dropout", type=float, default=D["head_dropout"], help="dropout before the classifier")
+    tl.add_argument("--head-hidden", type=int, nargs="*", default=D["head_hidden"], metavar="UNITS",
+                    help="hidden dense layers of the head")
+    tl.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=D["baseline"],
+                    help="also score backbone features + scikit-learn logistic regression on the same split")
+
     aug = parser.add_argument_group("Augmentation (in the model graph, training only; never exported)")
     aug.add_argument("--augment", default=D["augment"],
                      help="none | light | standard | strong, or components joined by '+', e.g. "

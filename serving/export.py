@@ -9,7 +9,8 @@ The signature ``serving_default`` takes ``images``: float32 (N, H, W, C) with
 raw 0-255 pixels, and returns ``probabilities`` (N, K), ``class_ids`` (N,) and
 ``classes`` (N,) strings.  ``assets/metadata.json`` and
 ``assets/class_names.txt`` carry the class names and input size, so a
-consumer needs only TensorFlow.
+consumer needs only TensorFlow; ``assets/model.keras`` is the same model for
+Keras users and for reuse as a transfer-learning backbone.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
             json.dump(info, f, indent=2)
         with open(os.path.join(assets, "class_names.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(class_names) + "\n")
+        # The Keras model too, so an export can serve as a transfer-learning backbone.
+        model.save(os.path.join(assets, "model.keras"))
 
         labels = tf.constant(class_names)
 
@@ -76,6 +79,7 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
         # Tracked assets are copied into the SavedModel's assets/ folder.
         archive._tf_trackable.metadata_file = tf.saved_model.Asset(os.path.join(assets, "metadata.json"))
         archive._tf_trackable.class_names_file = tf.saved_model.Asset(os.path.join(assets, "class_names.txt"))
+        archive._tf_trackable.keras_file = tf.saved_model.Asset(os.path.join(assets, "model.keras"))
         staged = os.path.join(tmp, "model")
         archive.write_out(staged, verbose=False)
         while True:

@@ -50,6 +50,9 @@ def test_loaded_export_matches_the_model_on_raw_pixels(tmp_path):
     np.testing.assert_allclose(loaded.predict(images), model.predict(images, verbose=0), atol=1e-6)
     assert loaded.class_names == ["a", "b", "c"] and loaded.input_shape == (8, 8, 1)
     assert loaded.metadata["note"] == "x" and loaded.path == path
+    # The Keras copy in the assets (for reuse as a backbone) is the same model.
+    again = keras.models.load_model(os.path.join(path, "assets", "model.keras"), safe_mode=True)
+    np.testing.assert_allclose(again.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
 def test_a_crash_during_export_leaves_no_version_behind(tmp_path):

@@ -106,7 +106,7 @@ def test_repeating_a_finished_command_starts_a_new_run(tmp_path):
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     args = [os.path.join(ROOT, "train.py"), "--epochs", "6", "--patience", "0", "--verbose", "0",
             "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp"), "--model", "lenet5_modern"]
-    metadata = tmp_path / "runs" / "lenet5_modern-digits" / "backup" / "training_metadata.json"
+    metadata = tmp_path / "runs" / "lenet5_modern-digits" / "backup" / "train" / "training_metadata.json"
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     deadline = time.time() + 240
     try:

@@ -46,10 +46,15 @@ class BestWeights(keras.callbacks.Callback):
         best, best_epoch: state from earlier epochs of this run (or None).
     """
 
-    def __init__(self, path, *, monitor="val_loss", mode="min", patience=0, best=None, best_epoch=None):
+    def __init__(self, path, *, monitor="val_loss", mode="min", patience=0, best=None, best_epoch=None,
+                 phase_start=0, save_model=None):
         super().__init__()
         self.path, self.monitor, self.mode, self.patience = path, monitor, mode, int(patience or 0)
         self.best, self.best_epoch = best, best_epoch
+        # Patience counts from the start of the current phase: a fine-tuning phase gets its own chance.
+        self.phase_start = phase_start
+        # The model whose weights are kept (the full classifier when only its head is being fitted).
+        self.save_model = save_model
         self.stopped_epoch = None
 
     def _better(self, value):
@@ -64,8 +69,8 @@ class BestWeights(keras.callbacks.Callback):
         if self._better(float(value)):
             self.best, self.best_epoch = float(value), epoch
             tmp = self.path + ".tmp.weights.h5"
-            self.model.save_weights(tmp)
+            (self.save_model or self.model).save_weights(tmp)
             os.replace(tmp, self.path)
-        elif self.patience and epoch - self.best_epoch >= self.patience:
+        elif self.patience and epoch - max(self.best_epoch, self.phase_start - 1) >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def make_pipeline(images: np.ndarray, labels: np.ndarray, num_classes: int, *, batch_size: int,
-                  shuffle: bool, seed: int, one_hot: bool = True):
+                  shuffle: bool, seed: int, one_hot: bool = True, cast: bool = True):
     """(float32 raw-pixel images, one-hot labels) batches.
 
     Images stay uint8 in memory and are cast per batch, which keeps a
@@ -21,6 +21,6 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, num_classes: int, *, b
 
     def cast(x, y):
         y = tf.one_hot(y, num_classes) if one_hot else y
-        return tf.cast(x, tf.float32), y
+        return (tf.cast(x, tf.float32) if cast else x), y
 
     return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

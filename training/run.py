@@ -24,6 +24,9 @@ DEFAULTS = {
     "l1": None, "l2": None, "width": None, "preprocessing": "rescale",
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
+    # Transfer learning (a --backbone replaces --model)
+    "backbone": None, "weights": "imagenet", "freeze": "from:auto", "finetune_epochs": 0, "finetune_lr": None,
+    "head_dropout": 0.2, "head_hidden": [], "baseline": False,
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
@@ -35,13 +38,16 @@ DEFAULTS = {
 MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width")
 
 
-def load_data(config: dict):
+def load_data(config: dict, backbone=None):
     import imagesets
     import zoo
 
     image_size = config["image_size"]
     channels = config["channels"]
-    if config["dataset"].startswith("folder:"):
+    if backbone is not None:
+        # A backbone fixes the input: every source is resized and converted to it.
+        image_size, channels = backbone.input_shape[:2], backbone.input_shape[2]
+    elif config["dataset"].startswith("folder:"):
         # Folder images take the model's default input size and channel count unless told otherwise.
         default = zoo.get(config["model"]).input_shape
         image_size = image_size or default[:2]
@@ -76,10 +82,30 @@ def augmentation_for(config: dict, data):
     return layer, mix
 
 
-def build_model(config: dict, data, augmentation=None):
+def load_backbone(config: dict):
+    """The transfer backbone named by --backbone (None for a zoo run)."""
+    if not config["backbone"]:
+        return None
+    import transfer
+
+    weights = None if str(config["weights"]).lower() == "none" else config["weights"]
+    shape = (*config["image_size"], config["channels"] or 3) if config["image_size"] else None
+    try:
+        return transfer.load_backbone(config["backbone"], input_shape=shape, weights=weights)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def build_model(config: dict, data, augmentation=None, backbone=None):
     import zoo
     from training.model import assemble, preprocessing_layer
 
+    if backbone is not None:
+        import transfer
+
+        network = transfer.classifier_network(backbone, data.num_classes, dropout=config["head_dropout"],
+                                              hidden=tuple(config["head_hidden"] or ()))
+        return assemble(network, data.input_shape, preprocessing=backbone.preprocessing, augmentation=augmentation)
     options = {k: config[k] for k in MODEL_OPTIONS}
     try:
         network = zoo.build(config["model"], input_shape=data.input_shape, num_classes=data.num_classes, **options)
@@ -89,14 +115,14 @@ def build_model(config: dict, data, augmentation=None):
     return assemble(network, data.input_shape, preprocessing=preprocessing, augmentation=augmentation)
 
 
-def compile_model(model, config: dict, steps_per_epoch: int):
+def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None):
     import keras
 
     from training.optim import make_optimizer, make_schedule
 
     try:
-        schedule = make_schedule(config["schedule"], config["lr"], steps_per_epoch=steps_per_epoch,
-                                 epochs=config["epochs"], warmup_epochs=config["warmup_epochs"],
+        schedule = make_schedule(config["schedule"], lr or config["lr"], steps_per_epoch=steps_per_epoch,
+                                 epochs=epochs or config["epochs"], warmup_epochs=config["warmup_epochs"],
                                  step_epochs=config["step_epochs"], step_gamma=config["step_gamma"])
         optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
                                    nesterov=config["nesterov"], weight_decay=config["weight_decay"])
@@ -120,12 +146,17 @@ def class_weights(config: dict, labels: np.ndarray, num_classes: int):
     return result
 
 
+def model_label(config: dict) -> str:
+    backbone = config["backbone"]
+    return os.path.basename(os.path.normpath(backbone)).removesuffix(".keras") if backbone else config["model"]
+
+
 def default_run_name(config: dict) -> str:
     dataset = config["dataset"]
     if ":" in dataset:
         kind, _, arg = dataset.partition(":")
         dataset = os.path.basename(os.path.normpath(arg)) or kind
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{config['model']}-{dataset}")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{model_label(config)}-{dataset}")
     return safe.strip("._") or "run"
 
 
@@ -144,27 +175,75 @@ def check_config(config: dict) -> None:
         raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
 
 
+def plan_phases(config: dict, model, data, backbone, augmentation, train_ds, val_ds) -> list:
+    """One phase for a zoo model; for a backbone, the head first, then optional fine-tuning."""
+    from training.model import network_of
+    from training.phases import Phase
+
+    if backbone is None:
+        return [Phase("train", config["epochs"], config["lr"])]
+    import transfer
+
+    features = backbone.features
+
+    def freeze_all(_):
+        transfer.freeze(features, "all")
+
+    def unfreeze_top(_):
+        policy = config["freeze"]
+        if policy == "from:auto":
+            policy = f"from:{backbone.fine_tune_from}" if backbone.fine_tune_from else "fraction:0.3"
+        try:
+            transfer.freeze(features, policy)
+        except ValueError as error:
+            raise UserError(f"--freeze {config['freeze']!r}: {error}") from None
+
+    head = Phase("head", config["epochs"], config["lr"], prepare=freeze_all)
+    if augmentation is None and config["augment"] == "none":
+        # Fast path: a frozen backbone without augmentation sees the same images every epoch,
+        # so its features are computed once and only the head is fitted on them.
+        from training.pipeline import make_pipeline
+
+        head_model = network_of(model).get_layer("head")
+        cached = {split: transfer.extract_features(backbone, data.arrays[split][0]) for split in ("train", "val")}
+        head.fit_model = head_model
+        head.datasets = (
+            make_pipeline(cached["train"], data.arrays["train"][1], data.num_classes,
+                          batch_size=config["batch_size"], shuffle=True, seed=config["seed"], cast=False),
+            make_pipeline(cached["val"], data.arrays["val"][1], data.num_classes, batch_size=256, shuffle=False,
+                          seed=0, cast=False))
+    phases = [head]
+    if config["finetune_epochs"]:
+        lr = config["finetune_lr"] or config["lr"] / 10
+        phases.append(Phase("finetune", config["finetune_epochs"], lr, prepare=unfreeze_top))
+    return phases
+
+
 def train(config: dict, log=print) -> dict:
     """Runs (or resumes) one training run; returns its metrics dict."""
     import keras
 
     from augment import predict_tta
     from serving.export import export_savedmodel
-    from training.callbacks import BestWeights, NanGuard
     from training.model import inference_model
+    from training.phases import completed_epochs, run_phases, steps_per_epoch
     from training.pipeline import make_pipeline
     from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves
 
     config = {**DEFAULTS, **config}
     check_config(config)
-    import zoo
+    if not config["backbone"]:
+        import zoo
 
-    try:
-        zoo.get(config["model"])  # an unknown name fails before any data is read
-    except ValueError as error:
-        raise UserError(str(error)) from None
+        try:
+            zoo.get(config["model"])  # an unknown name fails before any data is read
+        except ValueError as error:
+            raise UserError(str(error)) from None
     keras.utils.set_random_seed(config["seed"])
-    data = load_data(config)
+    backbone = load_backbone(config)
+    if backbone is not None:
+        log(f"Backbone {backbone.name}: input {'x'.join(map(str, backbone.input_shape))}")
+    data = load_data(config, backbone)
     counts = data.counts()
     if data.skipped:
         log(f"Skipped {len(data.skipped)} files that are not readable images:")
@@ -175,7 +254,7 @@ def train(config: dict, log=print) -> dict:
     if counts["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
     augmentation, mix = augmentation_for(config, data)
-    model = build_model(config, data, augmentation)
+    model = build_model(config, data, augmentation, backbone)
 
     base = config["run_name"] or default_run_name(config)
     run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
@@ -188,76 +267,67 @@ def train(config: dict, log=print) -> dict:
             f.writelines(f"{path}\t{reason}\n" for path, reason in data.skipped)
 
     x_train, y_train = data.arrays["train"]
-    steps = int(np.ceil(len(y_train) / config["batch_size"]))
-    compile_model(model, config, steps)
     train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
                              seed=config["seed"])
     if mix is not None:
         train_ds = train_ds.map(mix)
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
+    phases = plan_phases(config, model, data, backbone, augmentation, train_ds, val_ds)
 
-    backup_dir = os.path.join(run_dir, "backup")
     csv_path = os.path.join(run_dir, "history.csv")
-    best_path = os.path.join(run_dir, "best.weights.h5")
-    done = rundir.completed_epochs(backup_dir) if resuming else 0
+    done = completed_epochs(os.path.join(run_dir, "backup"), phases) if resuming else 0
     history = rundir.trim_history(csv_path, done)
-    mode = "min" if config["monitor"] == "val_loss" else "max"
-    scored = [row for row in history if config["monitor"] in row]
-    best_row = (min if mode == "min" else max)(scored, key=lambda r: r[config["monitor"]]) if scored else None
-    if resuming:
-        log(f"Resuming run {run_dir} after epoch {done}" + (
-            f" (best {config['monitor']} so far {best_row[config['monitor']]:.4f} at epoch {best_row['epoch'] + 1})"
-            if best_row else ""))
-    else:
-        log(f"Run directory: {run_dir}")
-    best = BestWeights(best_path, monitor=config["monitor"], mode=mode, patience=config["patience"],
-                       best=best_row[config["monitor"]] if best_row else None,
-                       best_epoch=best_row["epoch"] if best_row else None)
-    # The backup goes last: an epoch's history row and best weights are on disk before the
-    # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
-    callbacks = [
-        NanGuard(),
-        keras.callbacks.CSVLogger(csv_path, append=True),
-        best,
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
-        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False),
-    ]
+    log(f"Resuming run {run_dir} after epoch {done}" if resuming else f"Run directory: {run_dir}")
+    steps = steps_per_epoch(len(y_train), config["batch_size"])
+
+    def compile_phase(target, phase):
+        compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs)
+        if backbone is not None:
+            import transfer
+
+            log(f"Phase {phase.name!r}: {transfer.describe_freeze(model)}")
+
     started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=config["epochs"], callbacks=callbacks,
-              class_weight=class_weights(config, y_train, data.num_classes), verbose=config["verbose"],
-              shuffle=False)  # the pipeline shuffles; Keras would only warn
+    best = run_phases(model, phases, compile_phase=compile_phase, train_ds=train_ds, val_ds=val_ds,
+                      run_dir=run_dir, monitor=config["monitor"], patience=config["patience"], history=history,
+                      class_weight=class_weights(config, y_train, data.num_classes), verbose=config["verbose"],
+                      log=log)
     train_seconds = time.time() - started
 
-    if os.path.isfile(best_path):
-        model.load_weights(best_path)
     history = rundir.read_history(csv_path)
-    plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"),
-                         title=f"{config['model']} on {config['dataset']}")
+    title = f"{model_label(config)} on {config['dataset']}"
+    plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"), title=title)
     inference = inference_model(model)
     x_test, y_test = data.arrays["test"]
     probabilities = predict_tta(inference, x_test.astype(np.float32), config["tta"], flips=flips_for(config))
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
     plot_confusion_matrix(matrix, data.class_names, os.path.join(run_dir, "confusion_matrix.png"),
-                          title=f"{config['model']} on {config['dataset']}: test accuracy {accuracy:.4f}")
+                          title=f"{title}: test accuracy {accuracy:.4f}")
     with open(os.path.join(run_dir, "classification_report.txt"), "w", encoding="utf-8") as f:
         f.write(report_text)
     model.save(os.path.join(run_dir, "model.keras"))
+    baseline = None
+    if config["baseline"] and backbone is not None:
+        import transfer
+
+        baseline = transfer.sklearn_baseline(backbone, data)
+        log(f"Baseline (backbone features + logistic regression): test accuracy {baseline['test_accuracy']:.4f}")
 
     export_path = None
     if config["export"]:
         export_path = export_savedmodel(
             inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
-            metadata={"model": config["model"], "dataset": config["dataset"], "test_accuracy": accuracy,
-                      "flips": flips_for(config),
-                      "run_dir": os.path.abspath(run_dir)})
+            metadata={"model": model_label(config), "dataset": config["dataset"], "test_accuracy": accuracy,
+                      "flips": flips_for(config), "run_dir": os.path.abspath(run_dir)})
+    best_epoch = best.best_epoch if best is not None else None
     metrics = {
         "test_accuracy": accuracy,
         "test_samples": int(len(y_test)),
         "tta": config["tta"],
-        "best_epoch": (best.best_epoch + 1) if best.best_epoch is not None else None,
-        f"best_{config['monitor']}": best.best,
+        "best_epoch": best_epoch + 1 if best_epoch is not None else None,
+        f"best_{config['monitor']}": best.best if best is not None else None,
         "epochs_run": len(history),
-        "stopped_early": best.stopped_epoch is not None,
+        "stopped_early": best is not None and best.stopped_epoch is not None,
         "train_seconds_this_session": round(train_seconds, 2),
         "parameters": int(inference.count_params()),
         "counts": counts,
@@ -265,6 +335,7 @@ def train(config: dict, log=print) -> dict:
         "confusion_matrix": matrix.tolist(),
         "per_class": report,
         "skipped_files": len(data.skipped),
+        "baseline": baseline,
         "export_path": export_path,
         "config": config,
     }
@@ -294,7 +365,7 @@ def preview(config: dict, path: str) -> str:
     import augment
 
     config = {**DEFAULTS, **config}
-    data = load_data(config)
+    data = load_data(config, load_backbone(config))
     layer, _ = augmentation_for(config, data)
     images, labels = data.arrays["train"]
     title = f"--augment {config['augment']} on {config['dataset']}" + ("" if flips_for(config) else " (no flips)")

@@ -1,0 +1,128 @@
+"""Training in phases, each resumable: one phase for a zoo model, two for fine-tuning.
+
+A phase sets which weights train, compiles a fresh optimizer with its own
+schedule, and fits for its epochs, continuing the run's epoch count, history
+and best-weights file.  Each phase has its own BackupAndRestore folder and a
+``<phase>.done`` marker, so a killed run resumes inside the phase it was in,
+and a finished phase is never rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from training import rundir
+
+
+@dataclasses.dataclass
+class Phase:
+    """One stretch of training.
+
+    Attributes:
+        name: "train", "head" or "finetune"; names the backup folder.
+        epochs: maximum epochs of this phase.
+        lr: its (peak) learning rate.
+        prepare: sets ``trainable`` flags on the model before compiling.
+        fit_model: the model to fit when it is not the full model (the head
+            alone, on cached features); its datasets come from ``datasets``.
+        datasets: (train, val) for ``fit_model``; None uses the run's.
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    prepare: Callable = lambda model: None
+    fit_model: object = None
+    datasets: tuple | None = None
+
+
+def _marker(backup_root, phase):
+    return os.path.join(backup_root, f"{phase.name}.done")
+
+
+def _read_marker(backup_root, phase):
+    try:
+        with open(_marker(backup_root, phase)) as f:
+            return int(json.load(f)["end_epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def completed_epochs(backup_root: str, phases: list[Phase]) -> int:
+    """Epochs already done: all of each finished phase, then what the first unfinished one checkpointed."""
+    done = 0
+    for phase in phases:
+        end = _read_marker(backup_root, phase)
+        if end is None:
+            return max(done, rundir.completed_epochs(os.path.join(backup_root, phase.name)))
+        done = end
+    return done
+
+
+def load_best(model, path: str) -> None:
+    if os.path.isfile(path):
+        with warnings.catch_warnings():
+            # The best-weights file also holds the optimizer of the phase that wrote it; only layers matter here.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(path)
+
+
+def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monitor, patience, history,
+               class_weight, verbose, log):
+    """Fits ``model`` phase by phase; returns the last phase's BestWeights callback."""
+    import keras
+
+    from training.callbacks import BestWeights, NanGuard
+
+    backup_root = os.path.join(run_dir, "backup")
+    csv_path = os.path.join(run_dir, "history.csv")
+    best_path = os.path.join(run_dir, "best.weights.h5")
+    mode = "min" if monitor == "val_loss" else "max"
+    scored = [row for row in history if monitor in row]
+    best_row = (min if mode == "min" else max)(scored, key=lambda r: r[monitor]) if scored else None
+    best_value = best_row[monitor] if best_row else None
+    best_epoch = best_row["epoch"] if best_row else None
+    start, best = 0, None
+    for index, phase in enumerate(phases):
+        end = _read_marker(backup_root, phase)
+        if end is not None:
+            start = end
+            continue
+        if index > 0:
+            load_best(model, best_path)  # a new phase starts from the best weights so far
+        phase.prepare(model)
+        target = phase.fit_model or model
+        compile_phase(target, phase)
+        if len(phases) > 1:
+            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}")
+        best = BestWeights(best_path, monitor=monitor, mode=mode, patience=patience, best=best_value,
+                           best_epoch=best_epoch, phase_start=start, save_model=model)
+        # The backup goes last: an epoch's history row and best weights are on disk before the
+        # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
+        callbacks = [
+            NanGuard(),
+            keras.callbacks.CSVLogger(csv_path, append=True),
+            best,
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+            keras.callbacks.BackupAndRestore(os.path.join(backup_root, phase.name), double_checkpoint=True,
+                                             delete_checkpoint=False),
+        ]
+        fit_train, fit_val = phase.datasets or (train_ds, val_ds)
+        target.fit(fit_train, validation_data=fit_val, initial_epoch=start, epochs=start + phase.epochs,
+                   callbacks=callbacks, class_weight=class_weight, verbose=verbose,
+                   shuffle=False)  # the pipeline shuffles; Keras would only warn
+        end = best.stopped_epoch + 1 if best.stopped_epoch is not None else start + phase.epochs
+        rundir.write_json(_marker(backup_root, phase), {"end_epoch": end})
+        best_value, best_epoch, start = best.best, best.best_epoch, end
+    load_best(model, best_path)
+    return best
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    return int(np.ceil(samples / batch_size))
