@@ -23,7 +23,7 @@ def preprocessing_layer(kind: str, train_images: np.ndarray | None = None):
         if train_images is None:
             raise ValueError("standardize needs the training images to learn mean and variance from")
         layer = keras.layers.Normalization(axis=-1, name="preprocessing")
-        layer.adapt(np.asarray(train_images, dtype=np.float32), batch_size=256)
+        layer.adapt(np.asarray(train_images, dtype=np.float32))
         return layer
     raise ValueError(f"Unknown preprocessing {kind!r} (valid: {', '.join(PREPROCESSING)})")
 

@@ -96,11 +96,11 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             continue
         if index > 0:
             load_best(model, best_path)  # a new phase starts from the best weights so far
+        if len(phases) > 1:
+            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}")
         phase.prepare(model)
         target = phase.fit_model or model
         compile_phase(target, phase)
-        if len(phases) > 1:
-            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}")
         best = BestWeights(best_path, monitor=monitor, mode=mode, patience=patience, best=best_value,
                            best_epoch=best_epoch, phase_start=start, save_model=model)
         # The backup goes last: an epoch's history row and best weights are on disk before the

@@ -1,4 +1,75 @@
-"""Transfer learning: pretrained backbones, freeze policies, heads and fine-tuning.
+"""Transfer learning: a pretrained backbone, a new head, and how much of the backbone trains.
 
-Not built yet; the foundation leaves this home for it (see the README).
+The story, in the order a run follows it:
+
+1. **Load a backbone.**  ``load_backbone("mobilenet_v2", input_shape=(160, 160, 3))``
+   gives a ``Backbone``: ``features`` (the network without its classifier),
+   the ``preprocessing`` layer its ImageNet weights expect (so nobody forgets
+   to normalize) and ``fine_tune_from``, where fine-tuning usually starts.
+   ``BACKBONES`` holds that metadata for each keras.applications network; a
+   zoo name, a run's ``model.keras`` or an export folder work too.  Offline,
+   ImageNet weights come from ``~/.keras/models`` (or ``--weights PATH``).
+
+2. **Put a head on it.**  ``classifier_network(backbone, num_classes)`` is
+   preprocessed images -> ``backbone.features`` -> ``head_model(...)`` (global
+   pooling, dropout, optional hidden layers, softmax).  The backbone always
+   runs in inference mode, so batch norm keeps its ImageNet statistics.
+   ``training.model.assemble(network, input_shape,
+   preprocessing=backbone.preprocessing)`` turns it into a training model
+   whose exports take raw pixels like any other.
+
+3. **Train in two phases.**  First ``freeze(backbone, "all")`` and train the
+   head at an ordinary learning rate: a random head would otherwise send
+   large gradients into the pretrained weights.  Then unfreeze the top
+   (``freeze(backbone, "from:auto")``, or ``last:N``, ``blocks:N``,
+   ``fraction:F``, ``pattern:REGEX``), recompile, and fine-tune at a rate
+   about ten times smaller.  Batch norm stays frozen throughout.
+   ``describe_freeze(model)`` says what trains.
+
+4. **Fast path.**  While the backbone is frozen and no augmentation runs, its
+   output never changes: ``extract_features`` computes it once, the head
+   trains on the stored features, and ``classifier_network(backbone,
+   head=head)`` puts that same head back on the backbone.
+
+5. **Baseline.**  ``sklearn_baseline(backbone, data)`` fits a logistic
+   regression on pooled frozen features: the number fine-tuning has to beat.
+
+Loading a ``.keras`` file that holds a transfer model needs this package
+imported first: it registers ``ImagenetPreprocessing`` and ``InferenceMode``.
 """
+
+from transfer.backbones import (
+    BACKBONES,
+    PREPROCESSING_MODES,
+    Backbone,
+    BackboneSpec,
+    ImagenetPreprocessing,
+    load_backbone,
+    names,
+)
+from transfer.features import extract_features, feature_extractor, pooled, sklearn_baseline
+from transfer.freeze import POLICY_FORMS, describe_freeze, freeze, leaf_layers, parameter_counts, unfreeze
+from transfer.heads import InferenceMode, classifier_network, head_model
+
+__all__ = [
+    "BACKBONES",
+    "POLICY_FORMS",
+    "PREPROCESSING_MODES",
+    "Backbone",
+    "BackboneSpec",
+    "ImagenetPreprocessing",
+    "InferenceMode",
+    "classifier_network",
+    "describe_freeze",
+    "extract_features",
+    "feature_extractor",
+    "freeze",
+    "head_model",
+    "leaf_layers",
+    "load_backbone",
+    "names",
+    "parameter_counts",
+    "pooled",
+    "sklearn_baseline",
+    "unfreeze",
+]

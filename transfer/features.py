@@ -1,0 +1,75 @@
+"""Features computed once: the fast path for a frozen backbone, and a scikit-learn baseline.
+
+With the whole backbone frozen and no augmentation, every epoch would push
+the same images through the same frozen network.  ``extract_features`` does
+it once; the head then trains on the stored features in a fraction of the
+time, and ``classifier_network(backbone, head=head)`` puts that same head
+back on the backbone for prediction and export.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def feature_extractor(backbone) -> keras.Model:
+    """Raw 0-255 images -> the backbone's features, in inference mode (built once per backbone,
+    so repeated extraction reuses one compiled predict function)."""
+    if backbone._extractor is not None:
+        return backbone._extractor
+    inputs = keras.Input(shape=tuple(backbone.input_shape), dtype="float32", name="image")
+    features = backbone.features(backbone.preprocessing(inputs), training=False)
+    backbone._extractor = keras.Model(inputs, features, name=f"{backbone.name}_extractor")
+    return backbone._extractor
+
+
+def extract_features(backbone, raw_images, batch_size: int = 64) -> np.ndarray:
+    """The backbone's features for raw 0-255 images (N, H, W, C), as float32."""
+    images = np.asarray(raw_images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(backbone.input_shape):
+        raise ValueError(f"backbone {backbone.name!r} takes images of shape (N, "
+                         f"{', '.join(map(str, backbone.input_shape))}), got {images.shape}")
+    if len(images) == 0:
+        return np.zeros((0, *backbone.feature_shape), np.float32)
+    return np.asarray(feature_extractor(backbone).predict(images, batch_size=batch_size, verbose=0), np.float32)
+
+
+def pooled(features: np.ndarray) -> np.ndarray:
+    """One vector per example: feature maps averaged over their positions."""
+    features = np.asarray(features)
+    if features.ndim == 4:
+        return features.mean(axis=(1, 2))
+    return features.reshape(len(features), -1)
+
+
+def sklearn_baseline(backbone, data, *, batch_size: int = 64, max_iter: int = 1000) -> dict:
+    """Logistic regression on the backbone's global-average-pooled features.
+
+    The quickest honest baseline for a transfer run: if a fine-tuned network
+    does not beat a linear classifier on frozen features, the fine-tuning did
+    not help.  Features are standardized first (scikit-learn's StandardScaler),
+    which logistic regression needs to converge on unscaled activations.
+
+    Args:
+        backbone: a ``transfer.Backbone``.
+        data: an ``imagesets.ImageSet``.
+
+    Returns:
+        ``{"train_accuracy", "val_accuracy", "test_accuracy"}`` (None for an
+        empty split), ``"feature_dim"`` and ``"classifier"``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    splits = [split for split in ("train", "val", "test") if split in data.arrays]
+    vectors = {split: (pooled(extract_features(backbone, data.arrays[split][0], batch_size)),
+                       np.asarray(data.arrays[split][1])) for split in splits}
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    classifier.fit(*vectors["train"])
+    result = {f"{split}_accuracy": (float(classifier.score(x, y)) if len(y) else None)
+              for split, (x, y) in vectors.items()}
+    result["feature_dim"] = int(vectors["train"][0].shape[1])
+    result["classifier"] = f"StandardScaler + LogisticRegression(max_iter={max_iter})"
+    return result

@@ -1,0 +1,250 @@
+"""Which backbone layers train: freeze policies with the batch-norm rule built in.
+
+A policy is a short string, so a command-line flag can carry it:
+
+=================  ==========================================================
+``all``            the whole backbone is frozen (train the head only)
+``none``           everything trains
+``last:N``         the last N layers that have weights train
+``blocks:N``       the last N named blocks train (``conv5_block3``,
+                   ``block_16``, ``block6a``, ``stage3_block2``...), with
+                   everything after them
+``fraction:F``     the top F (0-1) of the layers with weights train
+``pattern:REGEX``  layers whose name matches REGEX (``re.search``) train
+``from:NAME``      layers train from the first whose name starts with NAME
+``from:auto``      ``from:`` the backbone's usual fine-tuning point
+=================  ==========================================================
+
+Layers count in order (``model.layers``, nested models expanded in place).
+A name matches if the layer's own name or an enclosing sub-model's does.
+
+Batch normalization (the Keras transfer-learning guide's rule): in a frozen
+or partly frozen backbone every BatchNormalization layer stays frozen, even
+inside the part that trains, so its ImageNet statistics and scale are kept;
+``classifier_network`` also runs the backbone in inference mode, so the
+moving statistics never follow the small new data set.  Change
+``trainable`` only between ``compile`` calls: Keras reads it when it compiles.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+import numpy as np
+
+POLICY_FORMS = ("all", "none", "last:N", "blocks:N", "fraction:F", "pattern:REGEX", "from:NAME", "from:auto")
+
+
+def _bad_policy(policy, why: str = "") -> ValueError:
+    reason = f" ({why})" if why else ""
+    return ValueError(f"Unknown freeze policy {policy!r}{reason}; valid: {', '.join(POLICY_FORMS)}")
+
+
+def _children(layer) -> list:
+    from transfer.heads import InferenceMode
+
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    if isinstance(layer, InferenceMode):
+        return [layer.backbone]
+    return []
+
+
+def leaf_layers(model) -> list[tuple[keras.layers.Layer, tuple[str, ...]]]:
+    """Every layer that is not a container, in order, with the names of the
+    sub-models enclosing it (outermost first, ``model`` itself left out)."""
+    leaves = []
+
+    def visit(layer, parents):
+        children = _children(layer)
+        if not children:
+            if not isinstance(layer, keras.layers.InputLayer):
+                leaves.append((layer, parents))
+            return
+        for child in children:
+            visit(child, parents + ((layer.name,) if layer is not model else ()))
+
+    visit(model, ())
+    return leaves
+
+
+def _containers(model) -> list:
+    """Nested models (and wrappers), innermost first."""
+    found = []
+
+    def visit(layer):
+        for child in _children(layer):
+            if _children(child):
+                visit(child)
+                found.append(child)
+
+    visit(model)
+    return found
+
+
+def _names(layer, parents) -> tuple[str, ...]:
+    return (*parents, layer.name)
+
+
+def _parse_int(policy, text) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad_policy(policy, f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise _bad_policy(policy, "N must be >= 0")
+    return value
+
+
+def _train_from(start: int, count: int) -> list[bool]:
+    return [i >= start for i in range(count)]
+
+
+def _blocks(leaves) -> list[str | None]:
+    from transfer.backbones import block_of
+
+    keys = []
+    for layer, parents in leaves:
+        key = None
+        for name in reversed(_names(layer, parents)):  # the layer's own name first
+            key = block_of(name)
+            if key:
+                break
+        keys.append(key)
+    return keys
+
+
+def selection(model, policy: str, *, fine_tune_from: str | None = None) -> list[bool]:
+    """Which of ``leaf_layers(model)`` the policy trains (before the batch-norm rule).
+
+    Raises:
+        ValueError: a malformed policy, or one that names no layer of ``model``.
+    """
+    if not isinstance(policy, str):
+        raise _bad_policy(policy)
+    leaves = leaf_layers(model)
+    count = len(leaves)
+    kind, colon, arg = policy.partition(":")
+    weighted = [i for i, (layer, _) in enumerate(leaves) if _has_parameters(layer)]
+    if kind in ("all", "none") and not colon:
+        return [kind == "none"] * count
+    if not colon or not arg:
+        raise _bad_policy(policy)
+    if kind == "last":
+        n = _parse_int(policy, arg)
+        return _train_from(weighted[-n], count) if 0 < n <= len(weighted) else [n > 0] * count
+    if kind == "fraction":
+        try:
+            share = float(arg)
+        except ValueError:
+            raise _bad_policy(policy, f"{arg!r} is not a number") from None
+        if not 0.0 <= share <= 1.0:
+            raise _bad_policy(policy, "F must be between 0 and 1")
+        n = math.ceil(share * len(weighted) - 1e-9)
+        return _train_from(weighted[-n], count) if n > 0 else [False] * count
+    if kind == "blocks":
+        n = _parse_int(policy, arg)
+        keys = _blocks(leaves)
+        order = list(dict.fromkeys(k for k in keys if k))
+        if not order:
+            raise ValueError(f"Freeze policy {policy!r}: {model.name!r} has no layer names with numbered blocks "
+                             "(like conv5_block3 or block_16); use last:N or from:NAME")
+        if n == 0:
+            return [False] * count
+        first = order[-min(n, len(order))]
+        return _train_from(keys.index(first), count)
+    if kind == "pattern":
+        try:
+            regex = re.compile(arg)
+        except re.error as error:
+            raise _bad_policy(policy, f"bad regular expression: {error}") from None
+        return [any(regex.search(name) for name in _names(layer, parents)) for layer, parents in leaves]
+    if kind == "from":
+        prefix = arg
+        if arg == "auto":
+            if not fine_tune_from:
+                raise ValueError(f"Freeze policy 'from:auto': no usual fine-tuning point is known for "
+                                 f"{model.name!r}; name one with from:NAME, or use last:N or fraction:F")
+            prefix = fine_tune_from
+        for i, (layer, parents) in enumerate(leaves):
+            if any(name.startswith(prefix) for name in _names(layer, parents)):
+                return _train_from(i, count)
+        raise ValueError(f"Freeze policy {policy!r}: no layer of {model.name!r} has a name starting with {prefix!r}")
+    raise _bad_policy(policy)
+
+
+def _has_parameters(layer) -> bool:
+    """Whether the layer has weights that gradient descent trains (not only statistics).
+
+    Keras flips a variable's ``trainable`` with its layer's, so this asks the
+    layer with ``trainable`` momentarily on.
+    """
+    before = layer.trainable
+    layer.trainable = True
+    has = bool(layer.trainable_weights)
+    layer.trainable = before
+    return has
+
+
+def freeze(model, policy: str = "all", *, fine_tune_from: str | None = None):
+    """Sets which layers of a backbone's features model train; returns the model.
+
+    Args:
+        model: a ``Backbone`` (its ``features`` are frozen and its
+            ``fine_tune_from`` serves ``from:auto``) or a ``keras.Model``.
+        policy: see the module docstring.  Each call starts afresh: the
+            previous policy does not matter.
+        fine_tune_from: the prefix ``from:auto`` stands for, for a plain model.
+
+    Raises:
+        ValueError: a malformed policy (the message lists the valid forms), or
+            one that names no layer of the model.
+    """
+    from transfer.backbones import Backbone
+
+    if isinstance(model, Backbone):
+        fine_tune_from = fine_tune_from or model.fine_tune_from
+        model = model.features
+    return _apply(model, selection(model, policy, fine_tune_from=fine_tune_from))
+
+
+def _apply(model, mask: list[bool]):
+    leaves = leaf_layers(model)
+    model.trainable = True
+    partial = any(not train and _has_parameters(layer) for (layer, _), train in zip(leaves, mask))
+    for (layer, _), train in zip(leaves, mask):
+        layer.trainable = bool(train) and not (partial and isinstance(layer, keras.layers.BatchNormalization))
+    for container in [*_containers(model), model]:
+        # A sub-model with nothing left to train says so itself (summaries, and Keras' own checks).
+        if not any(layer.trainable for layer, _ in leaf_layers(container)):
+            container.trainable = False
+    return model
+
+
+def unfreeze(model, from_: int | str):
+    """Trains ``model`` from a leaf-layer index or a layer-name prefix on (all
+    frozen before it, batch norm frozen throughout); the Keras guides'
+    ``for layer in base.layers[:N]: layer.trainable = False``."""
+    if isinstance(from_, str):
+        return freeze(model, f"from:{from_}")
+    features = getattr(model, "features", model)
+    count = len(leaf_layers(features))
+    if not 0 <= int(from_) <= count:
+        raise ValueError(f"unfreeze(from_={from_!r}): {features.name!r} has {count} layers")
+    return _apply(features, _train_from(int(from_), count))
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts; frozen includes batch-norm statistics,
+    as in ``model.summary()``'s non-trainable count."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return trainable, frozen
+
+
+def describe_freeze(model) -> str:
+    """One line, e.g. ``trainable 1,234,567 / frozen 2,345,678 parameters``."""
+    trainable, frozen = parameter_counts(model)
+    return f"trainable {trainable:,} / frozen {frozen:,} parameters"
