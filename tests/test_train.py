@@ -233,3 +233,24 @@ def test_preview_writes_a_grid_of_augmented_samples(tmp_path, capsys):
     assert Image.open(path).size[0] > 300
     assert train_cli.main(["--augment", "flip+crop+nonsense", "--preview", str(path)]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_standardize_learns_the_training_pixels_and_travels_with_the_export(tmp_path):
+    import imagesets
+    from serving import load_export
+
+    config = {**FAST, "epochs": 1, "preprocessing": "standardize", "runs_dir": str(tmp_path / "runs"),
+              "export_dir": str(tmp_path / "exp")}
+    metrics = training_run.train(config, log=lambda *_: None)
+    import keras
+
+    model = keras.models.load_model(os.path.join(metrics["run_dir"], "model.keras"))
+    layer = model.get_layer("preprocessing")
+    train_pixels = imagesets.load("digits").arrays["train"][0].astype(np.float64)
+    assert float(np.ravel(layer.mean)[0]) == pytest.approx(train_pixels.mean(), rel=1e-4)
+    assert float(np.ravel(layer.variance)[0]) == pytest.approx(train_pixels.var(), rel=1e-3)
+    images = imagesets.load("digits").arrays["test"][0][:16].astype(np.float32)
+    from training.model import inference_model
+
+    np.testing.assert_allclose(load_export(metrics["export_path"]).predict(images),
+                               inference_model(model).predict(images, verbose=0), atol=1e-5)
