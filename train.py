@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--head-dropout", type=float, default=D["head_dropout"], help="dropout before the classifier")
     tl.add_argument("--head-hidden", type=int, nargs="*", default=D["head_hidden"], metavar="UNITS",
                     help="hidden dense layers of the head")
+    tl.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=D["feature_cache"],
+                    help="while the backbone is frozen and nothing augments, compute its features once and "
+                         "train the head on them")
     tl.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=D["baseline"],
                     help="also score backbone features + scikit-learn logistic regression on the same split")
 
