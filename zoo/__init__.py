@@ -48,7 +48,7 @@ def options(name: str) -> list[str]:
     return [p for p, spec in params.items() if spec.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def build(name: str, input_shape=None, num_classes: int = 10, **overrides):
+def build(name: str, /, input_shape=None, num_classes: int = 10, **overrides):
     """Builds the registered model ``name``.
 
     Args:
