@@ -6,7 +6,6 @@ so tests and other tools (search, comparisons) can run the same thing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -354,10 +353,6 @@ def summary_lines(metrics: dict) -> list[str]:
     if metrics["export_path"]:
         lines.append(f"Exported: {metrics['export_path']}")
     return lines
-
-
-def to_json(metrics: dict) -> str:
-    return json.dumps(metrics, indent=2, default=str)
 
 
 def preview(config: dict, path: str) -> str:
