@@ -1,6 +1,6 @@
 """Train, evaluate and export an image classifier.
 
-    python train.py                                   # LeNet-5 on digits, ~30 s on a laptop CPU
+    python train.py                                   # LeNet-5 on digits
     python train.py --model resnet20 --dataset fashion_mnist --epochs 20 --optimizer sgd --lr 0.1
     python train.py --dataset folder:photos --image-size 64 64
     python train.py --list-models | --list-datasets
