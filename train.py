@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="epochs of the second phase (0: train the head only)")
     tl.add_argument("--finetune-lr", type=float, default=D["finetune_lr"],
                     help="learning rate of the second phase (default: --lr / 10)")
+    tl.add_argument("--discriminative-lr", type=float, default=D["discriminative_lr"], metavar="F",
+                    help="while fine-tuning, the earliest unfrozen block learns at F x --finetune-lr, later blocks "
+                         "geometrically faster, the head at the full rate (e.g. 0.01; default: one rate)")
     tl.add_argument("--head-dropout", type=float, default=D["head_dropout"], help="dropout before the classifier")
     tl.add_argument("--head-hidden", type=int, nargs="*", default=D["head_hidden"], metavar="UNITS",
                     help="hidden dense layers of the head")

@@ -153,6 +153,7 @@ def test_nan_loss_stops_with_a_clear_message_and_exports_nothing(tmp_path):
     (["--dataset", "digit"], "did you mean digits"),
     (["--dataset", "folder:/nonexistent/photos"], "does not exist"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--backbone", "resnet20", "--discriminative-lr", "2"], "--discriminative-lr must be in (0, 1]"),
     (["--model", "mlp", "--width", "-1"], "width must be > 0"),
     (["--config", "/nonexistent.json"], "Cannot read config file"),
 ])

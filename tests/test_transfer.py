@@ -478,3 +478,46 @@ def test_sklearn_baseline_beats_chance_on_digits():
     assert all(0.0 <= a <= 1.0 for a in accuracies)
     assert result["test_accuracy"] > 0.5  # chance is 0.1; random LeNet features give about 0.95
     assert result["feature_dim"] == backbone.feature_shape[-1]
+
+
+def test_discriminative_rates_scale_each_blocks_step_and_survive_saving(tmp_path):
+    from training.optim import make_optimizer
+
+    backbone = load_backbone("resnet20", input_shape=(32, 32, 3), weights=None)
+    model = assemble(classifier_network(backbone, 10, dropout=0), backbone.input_shape,
+                     preprocessing=backbone.preprocessing)
+    freeze(backbone, "from:stage3")
+    factors = transfer.discriminative_multipliers(backbone, 0.01)
+    by_block = {}
+    for path, factor in factors.items():
+        by_block.setdefault(path.split("_conv")[0], set()).add(factor)
+    # Three blocks of stage 3, one rate each, rising from 0.01 towards (not reaching) the head's 1.
+    assert sorted(by_block) == ["stage3_block1", "stage3_block2", "stage3_block3"]
+    rates = [by_block[block].pop() for block in sorted(by_block)]
+    assert rates[0] == pytest.approx(0.01) and rates[0] < rates[1] < rates[2] < 1
+    assert not any(path.startswith("predictions") for path in factors)
+
+    images, labels = digits().arrays["train"]
+    x, y = images[:32].astype(np.float32), labels[:32]
+    start = model.get_weights()
+
+    def one_step(optimizer):
+        model.set_weights(start)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        positions = {id(v): i for i, v in enumerate(model.weights)}
+        return {v.path: np.array(v) - start[positions[id(v)]] for v in model.trainable_variables}
+
+    plain = one_step(make_optimizer("sgd", 0.1, momentum=0.0))
+    scaled = one_step(make_optimizer("sgd", 0.1, momentum=0.0, lr_multipliers=factors))
+    assert set(plain) == set(scaled) and set(factors) < set(plain)
+    for path, step in plain.items():
+        np.testing.assert_allclose(scaled[path], step * factors.get(path, 1.0), rtol=1e-3, atol=1e-7, err_msg=path)
+
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(reloaded.optimizer).__name__ == "LayerwiseSGD"
+    assert reloaded.optimizer.lr_multipliers == pytest.approx(factors)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        transfer.discriminative_multipliers(backbone, 0)
+

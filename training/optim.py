@@ -10,7 +10,9 @@ import math
 
 import keras
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+BASES = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+         "rmsprop": keras.optimizers.RMSprop}
+OPTIMIZERS = tuple(BASES)
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
@@ -75,19 +77,60 @@ def make_schedule(kind, lr, *, steps_per_epoch, epochs, warmup_epochs=0, step_ep
     raise ValueError(f"Unknown schedule {kind!r} (valid: {', '.join(SCHEDULES)})")
 
 
-def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=None):
+def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=None, lr_multipliers=None):
     """SGD (with momentum, optionally Nesterov), Adam, AdamW or RMSprop.
 
     ``weight_decay`` is decoupled weight decay (Loshchilov & Hutter 2019) for
     every optimizer; None keeps each optimizer's own default.
+    ``lr_multipliers`` ({variable path: factor}) gives chosen variables a
+    smaller (or larger) rate; see ``transfer.discriminative_multipliers``.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r} (valid: {', '.join(OPTIMIZERS)})")
     extra = {} if weight_decay is None else {"weight_decay": float(weight_decay)}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, **extra)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, **extra)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, **extra)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, momentum=0.0 if momentum is None else momentum, **extra)
-    raise ValueError(f"Unknown optimizer {name!r} (valid: {', '.join(OPTIMIZERS)})")
+        extra.update(momentum=momentum, nesterov=nesterov)
+    elif name == "rmsprop":
+        extra["momentum"] = 0.0 if momentum is None else momentum
+    if lr_multipliers:
+        return LAYERWISE[name](learning_rate, lr_multipliers=lr_multipliers, **extra)
+    return BASES[name](learning_rate, **extra)
+
+
+class _LayerwiseRates:
+    """Scales the learning rate of chosen variables: discriminative learning rates
+    (Howard & Ruder 2018, "Universal Language Model Fine-tuning", section 3.2).
+
+    Keras 3 optimizers have no parameter groups, so the scale is applied where
+    each variable is updated.  ``lr_multipliers`` maps a variable's ``path``
+    to its factor; variables not listed learn at the full rate.  The mapping
+    is part of the optimizer's config, so a saved model reloads with it.
+    Decoupled weight decay still uses the full rate.
+    """
+
+    def __init__(self, *args, lr_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # Looked up once per variable at trace time: a Python float, not a tensor lookup per step.
+        self._scales = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._scales[self._get_variable_index(variable)]
+        return super().update_step(gradient, variable, learning_rate if scale == 1.0 else learning_rate * scale)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
+
+
+def _layerwise(base):
+    cls = type(f"Layerwise{base.__name__}", (_LayerwiseRates, base),
+               {"__doc__": f"{base.__name__} with per-variable learning-rate factors (see _LayerwiseRates)."})
+    return keras.saving.register_keras_serializable(package="training")(cls)
+
+
+LAYERWISE = {name: _layerwise(base) for name, base in BASES.items()}

@@ -25,6 +25,7 @@ DEFAULTS = {
     "augment": "none", "flips": None, "tta": "none",
     # Transfer learning (a --backbone replaces --model)
     "backbone": None, "weights": "imagenet", "freeze": "from:auto", "finetune_epochs": 0, "finetune_lr": None,
+    "discriminative_lr": None,
     "head_dropout": 0.2, "head_hidden": [], "baseline": False, "feature_cache": True,
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
@@ -114,7 +115,7 @@ def build_model(config: dict, data, augmentation=None, backbone=None):
     return assemble(network, data.input_shape, preprocessing=preprocessing, augmentation=augmentation)
 
 
-def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None):
+def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None, lr_multipliers=None):
     import keras
 
     from training.optim import make_optimizer, make_schedule
@@ -124,7 +125,8 @@ def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=
                                  epochs=epochs or config["epochs"], warmup_epochs=config["warmup_epochs"],
                                  step_epochs=config["step_epochs"], step_gamma=config["step_gamma"])
         optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
-                                   nesterov=config["nesterov"], weight_decay=config["weight_decay"])
+                                   nesterov=config["nesterov"], weight_decay=config["weight_decay"],
+                                   lr_multipliers=lr_multipliers)
     except ValueError as error:
         raise UserError(str(error)) from None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
@@ -170,6 +172,9 @@ def check_config(config: dict) -> None:
         raise UserError(f"--tta must be none, flip or ten_crop, got {config['tta']!r}")
     if not 0 <= config["label_smoothing"] < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
+    lowest = config["discriminative_lr"]
+    if lowest is not None and not 0 < lowest <= 1:
+        raise UserError(f"--discriminative-lr must be in (0, 1], got {lowest}")
     if config["monitor"] not in ("val_loss", "val_accuracy"):
         raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
 
@@ -281,11 +286,18 @@ def train(config: dict, log=print) -> dict:
     steps = steps_per_epoch(len(y_train), config["batch_size"])
 
     def compile_phase(target, phase):
-        compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs)
+        multipliers = None
         if backbone is not None:
             import transfer
 
             log(f"Phase {phase.name!r}: {transfer.describe_freeze(model)}")
+            if phase.name == "finetune" and config["discriminative_lr"]:
+                multipliers = transfer.discriminative_multipliers(backbone, config["discriminative_lr"])
+                factors = sorted(set(multipliers.values()))
+                if factors:
+                    log(f"  discriminative rates: {len(factors)} backbone groups at {factors[0]:.3g}-"
+                        f"{factors[-1]:.3g} x {phase.lr:g}, head at {phase.lr:g}")
+        compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
 
     best = run_phases(model, phases, compile_phase=compile_phase, train_ds=train_ds, val_ds=val_ds,
                       run_dir=run_dir, monitor=config["monitor"], patience=config["patience"], history=history,

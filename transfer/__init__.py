@@ -23,7 +23,8 @@ The story, in the order a run follows it:
    large gradients into the pretrained weights.  Then unfreeze the top
    (``freeze(backbone, "from:auto")``, or ``last:N``, ``blocks:N``,
    ``fraction:F``, ``pattern:REGEX``), recompile, and fine-tune at a rate
-   about ten times smaller.  Batch norm stays frozen throughout.
+   about ten times smaller; ``discriminative_multipliers`` slows the earlier
+   unfrozen blocks further.  Batch norm stays frozen throughout.
    ``describe_freeze(model)`` says what trains.
 
 4. **Fast path.**  While the backbone is frozen and no augmentation runs, its
@@ -48,7 +49,15 @@ from transfer.backbones import (
     names,
 )
 from transfer.features import extract_features, feature_extractor, pooled, sklearn_baseline
-from transfer.freeze import POLICY_FORMS, describe_freeze, freeze, leaf_layers, parameter_counts, unfreeze
+from transfer.freeze import (
+    POLICY_FORMS,
+    describe_freeze,
+    discriminative_multipliers,
+    freeze,
+    leaf_layers,
+    parameter_counts,
+    unfreeze,
+)
 from transfer.heads import InferenceMode, classifier_network, head_model
 
 __all__ = [
@@ -61,6 +70,7 @@ __all__ = [
     "InferenceMode",
     "classifier_network",
     "describe_freeze",
+    "discriminative_multipliers",
     "extract_features",
     "feature_extractor",
     "freeze",

@@ -248,3 +248,39 @@ def describe_freeze(model) -> str:
     """One line, e.g. ``trainable 1,234,567 / frozen 2,345,678 parameters``."""
     trainable, frozen = parameter_counts(model)
     return f"trainable {trainable:,} / frozen {frozen:,} parameters"
+
+
+def discriminative_multipliers(model, lowest: float) -> dict[str, float]:
+    """Learning-rate factors for the trainable part of a backbone, smallest first.
+
+    The trainable layers are grouped by block (a layer outside any named
+    block is its own group); the first group learns at ``lowest`` times the
+    rate, each later group a constant factor faster, up to the group below
+    the head at ``lowest ** (1/G)``; the head (not in ``model``) keeps the
+    full rate.  Early layers hold generic features that the new data set
+    should change least (fastai's ``lr=slice(lo, hi)``).
+
+    Args:
+        model: a ``Backbone`` or its ``features`` model, frozen as it will train.
+        lowest: the factor of the earliest trainable group, in (0, 1].
+
+    Returns:
+        {variable path: factor} for the use of ``training.optim.make_optimizer``.
+    """
+    if not 0.0 < float(lowest) <= 1.0:
+        raise ValueError(f"the lowest learning-rate factor must be in (0, 1], got {lowest!r}")
+    model = getattr(model, "features", model)
+    leaves = leaf_layers(model)
+    groups: list[list] = []
+    last_key = object()
+    for (layer, _), key in zip(leaves, _blocks(leaves)):
+        if not layer.trainable_weights:
+            continue
+        key = key or layer.name
+        if key != last_key:
+            groups.append([])
+            last_key = key
+        groups[-1].append(layer)
+    count = len(groups)
+    return {variable.path: float(lowest) ** ((count - i) / count)
+            for i, group in enumerate(groups) for layer in group for variable in layer.trainable_weights}
