@@ -4,6 +4,7 @@
     python train.py --model resnet20 --dataset fashion_mnist --epochs 20 --optimizer sgd --lr 0.1
     python train.py --dataset folder:photos --image-size 64 64
     python train.py --list-models | --list-datasets
+    python train.py search --help                     # subcommands: see SUBCOMMANDS
 
 Every flag's default comes from ``training.run.DEFAULTS``, then from a JSON
 ``--config`` file, then from the command line.  The resolved configuration is
@@ -19,6 +20,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up noise off the terminal
+
+
+# Subcommands beyond plain training: "python train.py NAME ..." runs MODULE.main(argv), which
+# takes the same flags as training (resolve_config(argv, parser)) plus its own group.
+SUBCOMMANDS = {}
 
 
 def _bool_flag(group, name, help_text):
@@ -137,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(argv) -> tuple[dict, argparse.Namespace]:
-    """Flags over config file over defaults."""
+def resolve_config(argv, parser: argparse.ArgumentParser | None = None) -> tuple[dict, argparse.Namespace]:
+    """Flags over config file over defaults; ``parser`` is ``build_parser()`` or a subcommand's extension of it."""
     from training.errors import UserError
     from training.run import DEFAULTS
 
-    parser = build_parser()
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.config:
         try:
@@ -182,7 +188,12 @@ def main(argv=None) -> int:
 
     import_tensorflow()
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv and argv[0] in SUBCOMMANDS:
+            import importlib
+
+            return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
         config, args = resolve_config(argv)
         if args.list_models:
             list_models()
