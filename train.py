@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 # Subcommands beyond plain training: "python train.py NAME ..." runs MODULE.main(argv), which
 # takes the same flags as training (resolve_config(argv, parser)) plus its own group.
-SUBCOMMANDS = {}
+SUBCOMMANDS = {"search": "tuning.command"}
 
 
 def _bool_flag(group, name, help_text):
@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_json_object(path: str, what: str) -> dict:
+    """A JSON object from a file the user named, or a one-line error saying what is wrong with it."""
+    from training.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"Cannot read {what} {path!r}: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{what.capitalize()} {path!r} must hold a JSON object ({{\"key\": value, ...}})")
+    return values
+
+
 def resolve_config(argv, parser: argparse.ArgumentParser | None = None) -> tuple[dict, argparse.Namespace]:
     """Flags over config file over defaults; ``parser`` is ``build_parser()`` or a subcommand's extension of it."""
     from training.errors import UserError
@@ -151,17 +165,13 @@ def resolve_config(argv, parser: argparse.ArgumentParser | None = None) -> tuple
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                file_values = json.load(f)
-        except (OSError, ValueError) as error:
-            raise UserError(f"Cannot read config file {args.config!r}: {error}") from None
+        file_values = read_json_object(args.config, "config file")
         unknown = sorted(set(file_values) - set(DEFAULTS))
         if unknown:
             raise UserError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
         parser.set_defaults(**file_values)
         args = parser.parse_args(argv)
-    config = {key: getattr(args, key) for key in DEFAULTS}
+    config = {key: getattr(args, key, default) for key, default in DEFAULTS.items()}  # some keys have no flag
     if config["image_size"] is not None:
         config["image_size"] = list(config["image_size"])
     return config, args

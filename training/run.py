@@ -31,6 +31,7 @@ DEFAULTS = {
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
     "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
+    "fit_on_val": False,
     # Output
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
 }
@@ -223,8 +224,14 @@ def plan_phases(config: dict, model, data, backbone, augmentation, mix) -> list:
     return phases
 
 
-def train(config: dict, log=print) -> dict:
-    """Runs (or resumes) one training run; returns its metrics dict."""
+def train(config: dict, log=print, *, run_dir: str | None = None, data=None, evaluate: bool = True) -> dict:
+    """Runs (or resumes) one training run; returns its metrics dict.
+
+    A search trial passes its own ``run_dir`` (resumed when it holds a
+    backup), ``data`` already loaded, and ``evaluate=False``: it then stops
+    after training, with the validation scores, and never looks at the test
+    split or exports.
+    """
     import keras
 
     from augment import predict_tta
@@ -247,7 +254,8 @@ def train(config: dict, log=print) -> dict:
     backbone = load_backbone(config)
     if backbone is not None:
         log(f"Backbone {backbone.name}: input {'x'.join(map(str, backbone.input_shape))}")
-    data = load_data(config, backbone)
+    if data is None:
+        data = load_data(config, backbone)
     counts = data.counts()
     if data.skipped:
         log(f"Skipped {len(data.skipped)} files that are not readable images:")
@@ -260,10 +268,13 @@ def train(config: dict, log=print) -> dict:
     augmentation, mix = augmentation_for(config, data)
     model = build_model(config, data, augmentation, backbone)
 
-    base = config["run_name"] or default_run_name(config)
-    run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
-    for note in notes:
-        log(note)
+    if run_dir is None:
+        base = config["run_name"] or default_run_name(config)
+        run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
+        for note in notes:
+            log(note)
+    else:
+        resuming = os.path.isdir(os.path.join(run_dir, "backup"))
     os.makedirs(run_dir, exist_ok=True)
     rundir.write_json(os.path.join(run_dir, "config.json"), config)
     if data.skipped:
@@ -271,6 +282,9 @@ def train(config: dict, log=print) -> dict:
             f.writelines(f"{path}\t{reason}\n" for path, reason in data.skipped)
 
     x_train, y_train = data.arrays["train"]
+    if config["fit_on_val"]:
+        # The final fit of a search: the validation images train too (the epoch count comes from the search).
+        x_train, y_train = (np.concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
     train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
                              seed=config["seed"])
     if mix is not None:
@@ -306,6 +320,13 @@ def train(config: dict, log=print) -> dict:
     train_seconds = time.time() - started
 
     history = rundir.read_history(csv_path)
+    if not evaluate:
+        metrics = {"best_epoch": best.best_epoch + 1 if best and best.best_epoch is not None else None,
+                   f"best_{config['monitor']}": best.best if best is not None else None,
+                   "epochs_run": len(history), "train_seconds_this_session": round(train_seconds, 2),
+                   "final_epoch": {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}}
+        rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        return {**metrics, "history": history, "run_dir": run_dir}
     title = f"{model_label(config)} on {config['dataset']}"
     plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"), title=title)
     inference = inference_model(model)
