@@ -1,7 +1,7 @@
 """Run directories: one per training run, resumable, never silently overwritten.
 
     runs/<name>/config.json        the resolved configuration (written first)
-    runs/<name>/backup/            Keras BackupAndRestore state while unfinished
+    runs/<name>/backup/            checkpoints while unfinished (training.checkpoint)
     runs/<name>/metrics.json       written last: its presence means "finished"
 
 Choosing the directory for a new command:
@@ -59,7 +59,7 @@ def choose(runs_dir: str, base: str, config: dict) -> tuple[str, bool, list[str]
 
 
 def completed_epochs(backup_dir: str) -> int:
-    """Epochs that Keras' BackupAndRestore has saved state for."""
+    """Epochs that a phase's checkpoint (``training.checkpoint``) has committed."""
     try:
         with open(os.path.join(backup_dir, "training_metadata.json")) as f:
             return int(json.load(f)["epoch"])
@@ -70,9 +70,15 @@ def completed_epochs(backup_dir: str) -> int:
 def read_history(csv_path: str) -> list[dict]:
     if not os.path.isfile(csv_path):
         return []
+    rows = []
     with open(csv_path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            try:
+                rows.append({k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()
+                             if k is not None and v not in ("", None)})
+            except ValueError:
+                pass  # a row torn by a crash mid-write; its epoch is rerun
+    return [row for row in rows if "epoch" in row]
 
 
 def trim_history(csv_path: str, epochs: int) -> list[dict]:
