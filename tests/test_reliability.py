@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
+import subprocess
+import sys
+import zlib
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
-from helpers import run_cli
+from helpers import digit_images, run_cli, write_digit_folder
 from training.callbacks import BestWeights
 from training.checkpoint import CRASH_ENV
 from training.errors import UserError
@@ -72,3 +77,111 @@ def test_a_worse_epoch_never_replaces_the_best_weights_after_a_resume(tmp_path):
     fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     fresh.load_weights(path)
     np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.ones((3, 2)))
+
+
+# --- Real-world folders ------------------------------------------------------------------------
+
+NAMES = ("Ankle boot", "café", "日本")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with (almost) no pixel data behind it."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
+
+
+def odd_folder(root, n_per_class=10):
+    """Real digits under awkward class names, plus the files a real photo folder collects."""
+    images, labels = digit_images(n_per_class, classes=range(len(NAMES)))
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / NAMES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"img{i}.{('png', 'jpg', 'bmp', 'webp')[i % 4]}")
+    extra, _ = digit_images(2, classes=[1])
+    cafe = root / "café"
+    Image.fromarray(extra[0]).save(cafe / "UPPER.PNG")
+    Image.merge("CMYK", [Image.fromarray(extra[1])] * 3 + [Image.new("L", extra[1].shape, 0)]).save(cafe / "scan.tif")
+    bad = {cafe / "empty.jpg": "empty file", cafe / "page.jpg": "not an image", cafe / "bomb.png": "too many pixels",
+           cafe / "huge.png": "too many pixels", root / "日本" / "cut.png": "truncated"}
+    (cafe / "empty.jpg").write_bytes(b"")
+    (cafe / "page.jpg").write_text("<html><body>404 Not Found</body></html>")
+    (cafe / "bomb.png").write_bytes(png_header(100_000, 100_000))  # PIL's own limit: refused at open
+    (cafe / "huge.png").write_bytes(png_header(10_000, 9_000))  # over our limit, under 2x PIL's
+    whole = (root / "日本" / f"img{2 * n_per_class}.png").read_bytes()  # n_per_class even: a PNG
+    (root / "日本" / "cut.png").write_bytes(whole[:len(whole) // 2])
+    litter = [root / ".DS_Store", root / "Ankle boot" / "Thumbs.db", root / "README.txt",
+              root / "café" / ".ipynb_checkpoints" / "img1-checkpoint.png"]
+    for path in litter:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0\0\0\1Bud1" + bytes(32))
+    return {str(p): reason for p, reason in bad.items()}, {str(p) for p in litter}
+
+
+def test_odd_folder_trains_exports_and_predicts_with_a_manifest(tmp_path):
+    """Odd files are skipped or ignored, listed with reasons; non-ASCII class names reach the export."""
+    root = tmp_path / "photos"
+    bad, litter = odd_folder(root)
+    done = run_cli("train.py", "--dataset", f"folder:{root}", "--model", "mlp", "--epochs", "1", "--verbose", "0",
+                   "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp"))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    manifest = json.loads((tmp_path / "runs" / "mlp-photos" / "data_manifest.json").read_text(encoding="utf-8"))
+    skipped = {item["path"]: item["reason"] for item in manifest["skipped_files"]}
+    assert set(skipped) == set(bad)
+    for path, reason in bad.items():
+        assert skipped[path].startswith(reason), (path, skipped[path])
+    assert {item["path"] for item in manifest["ignored_files"]} == litter
+    seen = sum(len(files) for _, _, files in os.walk(root))
+    assert manifest["files_seen"] == seen == manifest["used"] + manifest["skipped"] + manifest["ignored"]
+    assert {name: sum(c.values()) for name, c in manifest["classes"].items()} == {
+        "Ankle boot": 10, "café": 12, "日本": 10}  # the upper-case .PNG and the CMYK TIFF were used
+
+    export = tmp_path / "exp" / "mlp-photos" / "1"
+    assert (export / "assets" / "class_names.txt").read_text(encoding="utf-8").splitlines() == sorted(NAMES)
+    done = run_cli("predict.py", str(export), str(root / "日本"), "--json", "--top-k", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert len(result["predictions"]) == 10 and [s["path"] for s in result["skipped"]] == [str(root / "日本" / "cut.png")]
+    assert all({t["class"] for t in p["top"]} == set(NAMES) for p in result["predictions"])
+
+    consumer = f"""
+import json, numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(export)!r})
+names = open({str(export / 'assets' / 'class_names.txt')!r}, encoding="utf-8").read().splitlines()
+out = m.signatures["serving_default"](images=tf.zeros((1, 28, 28, 1)))
+print(json.dumps({{"names": names, "class": out["classes"].numpy()[0].decode("utf-8")}}))
+"""
+    done = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["names"] == sorted(NAMES) and result["class"] in NAMES
+
+
+def test_strict_fails_before_training_with_the_list_of_bad_files(tmp_path, capsys):
+    import train as train_cli
+
+    root = tmp_path / "photos"
+    bad, _ = odd_folder(root, n_per_class=4)
+    code = train_cli.main(["--dataset", f"folder:{root}", "--model", "mlp", "--strict", "--verbose", "0",
+                           "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --strict: 5 dataset files"), err
+    assert all(path in err[0] for path in sorted(bad))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "exp").exists()
+
+
+def test_resuming_with_a_changed_class_list_is_refused(tmp_path):
+    from training import run as training_run
+
+    write_digit_folder(tmp_path / "data", n_per_class=6, classes=("1", "2", "3"))
+    config = {"dataset": f"folder:{tmp_path / 'data'}", "model": "mlp", "epochs": 1, "verbose": 0,
+              "runs_dir": str(tmp_path / "runs"), "export": False}
+    first = training_run.train(config, log=lambda *_: None)
+    os.remove(os.path.join(first["run_dir"], "metrics.json"))  # as if killed before it finished
+    os.rename(tmp_path / "data" / "3", tmp_path / "data" / "7")
+    with pytest.raises(UserError, match=r"the class list changed \(added '7'; removed '3'\).*--run-name"):
+        training_run.train(config, log=lambda *_: None)

@@ -1,7 +1,8 @@
 """Run directories: one per training run, resumable, never silently overwritten.
 
     runs/<name>/config.json        the resolved configuration (written first)
-    runs/<name>/backup/            checkpoints while unfinished (training.checkpoint)
+    runs/<name>/backup/            checkpoints while unfinished (training.checkpoint), and
+                                   run_identity.json: the class list, model and input shape they fit
     runs/<name>/metrics.json       written last: its presence means "finished"
 
 Choosing the directory for a new command:
@@ -17,8 +18,11 @@ import csv
 import json
 import os
 
-# Configuration keys that only say where outputs go; changing them still resumes.
-OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name"}
+from training.errors import UserError
+
+# Configuration keys that only say where outputs go, or how strictly data are checked; changing them
+# still resumes.
+OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict"}
 
 
 def fingerprint(config: dict) -> dict:
@@ -31,7 +35,7 @@ def is_finished(path: str) -> bool:
 
 def read_config(path: str) -> dict | None:
     try:
-        with open(os.path.join(path, "config.json")) as f:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -56,6 +60,40 @@ def choose(runs_dir: str, base: str, config: dict) -> tuple[str, bool, list[str]
         notes.append(f"run {name!r} is unfinished with a different configuration ({', '.join(changed[:5])}); "
                      "rerun its own command to resume it")
     raise RuntimeError(f"too many runs named {base!r} in {runs_dir}")
+
+
+IDENTITY = os.path.join("backup", "run_identity.json")
+
+
+def check_identity(run_dir: str, identity: dict) -> None:
+    """Refuses to resume checkpoints made for other classes, another model or another input size.
+
+    The configuration can be identical while the data changed: a class folder
+    added to or removed from a folder dataset between the crash and the rerun.
+    """
+    try:
+        with open(os.path.join(run_dir, IDENTITY), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return  # a run from before identities were saved
+    changes = []
+    old, new = saved.get("class_names", []), identity["class_names"]
+    if old != new:
+        added, removed = [c for c in new if c not in old], [c for c in old if c not in new]
+        parts = ([f"added {', '.join(map(repr, added))}"] if added else []) + \
+                ([f"removed {', '.join(map(repr, removed))}"] if removed else [])
+        changes.append(f"the class list changed ({'; '.join(parts) or 'same classes, new order'})")
+    for key, what in (("model", "the model"), ("input_shape", "the input size")):
+        if saved.get(key) != identity[key]:
+            changes.append(f"{what} changed ({saved.get(key)} -> {identity[key]})")
+    if changes:
+        raise UserError(f"Cannot resume run {run_dir!r}: {', and '.join(changes)} since its checkpoints were "
+                        f"saved; use --run-name NEW for a new run, or delete {run_dir}")
+
+
+def write_identity(run_dir: str, identity: dict) -> None:
+    os.makedirs(os.path.join(run_dir, "backup"), exist_ok=True)
+    write_json(os.path.join(run_dir, IDENTITY), identity)
 
 
 def completed_epochs(backup_dir: str) -> int:
@@ -99,7 +137,7 @@ def trim_history(csv_path: str, epochs: int) -> list[dict]:
 
 def write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
