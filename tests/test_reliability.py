@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 
 import keras
@@ -185,3 +186,64 @@ def test_resuming_with_a_changed_class_list_is_refused(tmp_path):
     os.rename(tmp_path / "data" / "3", tmp_path / "data" / "7")
     with pytest.raises(UserError, match=r"the class list changed \(added '7'; removed '3'\).*--run-name"):
         training_run.train(config, log=lambda *_: None)
+
+
+# --- Untrusted model files --------------------------------------------------------------------
+
+
+def test_a_keras_file_with_a_lambda_layer_is_refused_without_running_it(tmp_path):
+    from transfer import load_backbone
+
+    marker = tmp_path / "code-ran"
+    inputs = keras.Input((4,))
+    # The payload touches ``marker``; its path is a constant in the lambda's code, as an attacker's would be.
+    payload = eval(f"lambda t: (__import__('pathlib').Path({str(marker)!r}).touch(), t)[1]")
+    hidden = keras.layers.Lambda(payload)(inputs)
+    keras.Model(inputs, keras.layers.Dense(2)(hidden)).save(tmp_path / "crafted.keras")
+    marker.unlink()  # saving traced the lambda once; loading must not run it again
+    with pytest.raises(UserError) as error:
+        load_backbone(str(tmp_path / "crafted.keras"))
+    message = str(error.value)
+    assert "crafted.keras" in message and "Lambda" in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_a_keras_file_naming_an_unknown_class_is_refused(tmp_path):
+    from transfer import load_backbone
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "plain.keras")
+    with zipfile.ZipFile(tmp_path / "plain.keras") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["layers"][1].update(module="os", class_name="system")
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "crafted.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(UserError, match=r"crafted\.keras.*'system', which is neither a Keras nor"):
+        load_backbone(str(tmp_path / "crafted.keras"))
+
+
+def test_legacy_h5_models_are_refused_as_backbones_but_load_as_weights(tmp_path):
+    from transfer import load_backbone
+
+    network = load_backbone("mlp", weights=None).features
+    network.save(tmp_path / "whole.h5")  # legacy HDF5: architecture and weights
+    with pytest.raises(UserError, match="whole.h5' is a legacy HDF5 model file"):
+        load_backbone(str(tmp_path / "whole.h5"))
+    loaded = load_backbone("mlp", weights=str(tmp_path / "whole.h5")).features
+    for mine, theirs in zip(loaded.weights, network.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_cached_imagenet_weights_are_checked_against_the_published_hash(tmp_path, monkeypatch):
+    from transfer import load_backbone
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("CNN_CLASSROOM_OFFLINE", "1")
+    cached = tmp_path / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir()
+    cached.write_bytes(b"<html>captive portal login</html>")
+    with pytest.raises(UserError, match="do not match the published file.*expected 4d473c1dd8becc155b73f8504c6f6626"):
+        load_backbone("resnet50", input_shape=(32, 32, 3))
