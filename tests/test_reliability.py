@@ -247,3 +247,37 @@ def test_cached_imagenet_weights_are_checked_against_the_published_hash(tmp_path
     cached.write_bytes(b"<html>captive portal login</html>")
     with pytest.raises(UserError, match="do not match the published file.*expected 4d473c1dd8becc155b73f8504c6f6626"):
         load_backbone("resnet50", input_shape=(32, 32, 3))
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint_and_exports_nothing(tmp_path):
+    # Two sane epochs, then the step schedule multiplies the rate by 1e12 and the loss blows up.
+    done = _train(tmp_path, "--optimizer", "sgd", "--lr", "0.01", "--schedule", "step", "--step-epochs", "2",
+                  "--step-gamma", "1e12")
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "at epoch 3, step" in errors[0] and "Traceback" not in done.stderr
+    run = tmp_path / "runs" / "mlp-digits"
+    metadata = json.loads((run / "backup" / "train" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 2
+    import h5py
+
+    # The checkpoint holds epoch 2's finite weights, not the broken ones.
+    arrays = []
+    with h5py.File(run / "backup" / "train" / metadata["weights"]) as f:
+        f.visititems(lambda name, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    floats = [a for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)]
+    assert floats and all(np.isfinite(a).all() for a in floats)
+    assert not (tmp_path / "exp").exists()
+    assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+
+
+def test_resume_refuses_another_model_or_input_size(tmp_path):
+    from training import rundir
+
+    identity = {"class_names": ["a", "b"], "model": "lenet5", "input_shape": [32, 32, 1]}
+    rundir.write_identity(str(tmp_path), identity)
+    rundir.check_identity(str(tmp_path), dict(identity))  # the same run resumes
+    with pytest.raises(UserError, match=r"the input size changed \(\[32, 32, 1\] -> \[28, 28, 1\]\)"):
+        rundir.check_identity(str(tmp_path), {**identity, "input_shape": [28, 28, 1]})
+    with pytest.raises(UserError, match=r"the model changed \(lenet5 -> mlp\)"):
+        rundir.check_identity(str(tmp_path), {**identity, "model": "mlp"})
