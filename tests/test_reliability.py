@@ -281,3 +281,23 @@ def test_resume_refuses_another_model_or_input_size(tmp_path):
         rundir.check_identity(str(tmp_path), {**identity, "input_shape": [28, 28, 1]})
     with pytest.raises(UserError, match=r"the model changed \(lenet5 -> mlp\)"):
         rundir.check_identity(str(tmp_path), {**identity, "model": "mlp"})
+
+
+def test_a_run_checkpointed_by_keras_backup_and_restore_still_resumes(tmp_path):
+    from training.checkpoint import ResumableCheckpoint
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+
+    def model():
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+        m.compile(optimizer="adam", loss="binary_crossentropy")
+        return m
+
+    old = model()
+    old.fit(x, y, epochs=2, batch_size=16, verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)])
+    new = model()
+    history = new.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[ResumableCheckpoint(str(tmp_path))])
+    assert history.epoch == [2]  # only the third epoch ran
+    assert int(new.optimizer.iterations.numpy()) == 3 * 4  # Adam's state came back with the weights

@@ -64,9 +64,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.model._initial_epoch = None  # Keras never resets it between fits; a later phase must not inherit it
         metadata = read_metadata(self.backup_dir)
-        if not metadata or "weights" not in metadata:
+        # Runs checkpointed by Keras' BackupAndRestore (before this callback) kept one latest.weights.h5.
+        path = os.path.join(self.backup_dir, (metadata or {}).get("weights", "latest.weights.h5"))
+        if not metadata or not os.path.isfile(path):
             return
-        path = os.path.join(self.backup_dir, metadata["weights"])
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(path)
