@@ -145,7 +145,8 @@ def test_odd_folder_trains_exports_and_predicts_with_a_manifest(tmp_path):
     done = run_cli("predict.py", str(export), str(root / "日本"), "--json", "--top-k", "3")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert len(result["predictions"]) == 10 and [s["path"] for s in result["skipped"]] == [str(root / "日本" / "cut.png")]
+    assert len(result["predictions"]) == 10
+    assert [s["path"] for s in result["skipped"]] == [str(root / "日本" / "cut.png")]
     assert all({t["class"] for t in p["top"]} == set(NAMES) for p in result["predictions"])
 
     consumer = f"""

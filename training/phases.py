@@ -3,8 +3,9 @@
 A phase sets which weights train, compiles a fresh optimizer with its own
 schedule, and fits for its epochs, continuing the run's epoch count, history
 and best-weights file.  Each phase has its own checkpoint folder
-(``training.checkpoint``, written atomically) and a ``<phase>.done`` marker, so a killed run resumes inside the phase it was in,
-and a finished phase is never rerun.
+(``training.checkpoint``, written atomically) and a ``<phase>.done`` marker,
+so a killed run resumes inside the phase it was in, and a finished phase is
+never rerun.
 """
 
 from __future__ import annotations
