@@ -92,6 +92,7 @@ def folder(path: str, *, image_size: tuple[int, int], channels: int):
         splits as (images, labels); ``skipped`` and ``ignored`` are (path,
         reason) lists of files not used as images and files not looked at.
     """
+    path = os.path.expanduser(path)  # "folder:~/photos" reaches us unexpanded: the shell expands only a leading ~
     check_folder(path)
     split_roots = {split: next((os.path.join(path, d) for d in dirs if os.path.isdir(os.path.join(path, d))), None)
                    for split, dirs in SPLIT_DIRS.items()}

@@ -302,3 +302,12 @@ def test_a_run_checkpointed_by_keras_backup_and_restore_still_resumes(tmp_path):
     history = new.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[ResumableCheckpoint(str(tmp_path))])
     assert history.epoch == [2]  # only the third epoch ran
     assert int(new.optimizer.iterations.numpy()) == 3 * 4  # Adam's state came back with the weights
+
+
+def test_a_folder_under_the_home_directory_is_found(tmp_path, monkeypatch):
+    import imagesets
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_digit_folder(tmp_path / "photos", n_per_class=4, classes=("1", "2"))
+    data = imagesets.load("folder:~/photos", image_size=(8, 8), channels=1)  # as the README's examples write it
+    assert data.class_names == ["1", "2"] and sum(data.counts().values()) == 8
