@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     try:
         import numpy as np
 
-        from imagesets.images import load_image
+        from imagesets.images import load_image, problem
         from serving.load import load_export
 
         if args.top_k < 1:
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                 images.append(load_image(path, (height, width), channels))
                 used.append(path)
             except Exception as error:  # unreadable files are reported, not fatal
-                skipped.append({"path": path, "reason": f"{type(error).__name__}: {error}".splitlines()[0]})
+                skipped.append({"path": path, "reason": problem(error)})
         if not images:
             raise UserError(f"None of the {len(files)} files is a readable image")
         from augment import predict_tta

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="share of each class held out for validation when the source has no validation split")
     data.add_argument("--test-fraction", type=float, default=D["test_fraction"],
                       help="share of each class held out for testing when the source has no test split")
+    data.add_argument("--strict", action=argparse.BooleanOptionalAction, default=D["strict"],
+                      help="fail before training if any file in a folder dataset is not a usable image "
+                           "(default: skip it and list it in the run's data_manifest.json)")
 
     model = parser.add_argument_group("Model (unset options keep the model's paper defaults)")
     model.add_argument("--model", default=D["model"], help="a zoo name; see --list-models")

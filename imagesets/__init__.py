@@ -67,14 +67,15 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
     for name, share in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= share < 0.9:
             raise UserError(f"{name} must be in [0, 0.9), got {share}")
-    skipped = []
+    skipped, ignored = [], None
     kind, _, arg = spec.partition(":")
     if kind == "folder" and arg:
         from imagesets.folder import folder
 
         if image_size is None:
             raise UserError("folder datasets need an image size (--image-size H W)")
-        class_names, train, test, val, skipped = folder(arg, image_size=tuple(image_size), channels=channels or 3)
+        class_names, train, test, val, skipped, ignored = folder(arg, image_size=tuple(image_size),
+                                                                 channels=channels or 3)
     elif kind == "tfds" and arg:
         from imagesets.tfds_source import tfds_dataset
 
@@ -99,4 +100,4 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
 
     # One stable name per source keeps run names and exports readable.
     return from_arrays(spec, class_names, fit(train), fit(test), fit(val), val_fraction=val_fraction,
-                       test_fraction=test_fraction, seed=seed, skipped=skipped)
+                       test_fraction=test_fraction, seed=seed, skipped=skipped, ignored=ignored)

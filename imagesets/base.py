@@ -18,12 +18,16 @@ class ImageSet:
         class_names: label i is ``class_names[i]``.
         arrays: split name -> (images, labels).
         skipped: (path, reason) for every file a folder source could not use.
+        ignored: (path, reason) for the files a folder source did not look at
+            (OS litter, hidden folders, files outside class folders); None for
+            sources that are not folders.
     """
 
     name: str
     class_names: list[str]
     arrays: dict[str, tuple[np.ndarray, np.ndarray]]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    ignored: list[tuple[str, str]] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -35,6 +39,21 @@ class ImageSet:
 
     def counts(self) -> dict[str, int]:
         return {split: int(len(self.arrays[split][1])) for split in SPLITS}
+
+    def manifest(self) -> dict:
+        """What was used, skipped and ignored, with counts that add up to the files seen (folders)."""
+        per_class = {name: {split: int(np.sum(self.arrays[split][1] == label)) for split in SPLITS}
+                     for label, name in enumerate(self.class_names)}
+        used = sum(self.counts().values())
+        ignored = self.ignored or []
+        return {
+            "dataset": self.name,
+            "files_seen": used + len(self.skipped) + len(ignored) if self.ignored is not None else None,
+            "used": used, "skipped": len(self.skipped), "ignored": len(ignored),
+            "classes": per_class,
+            "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
+            "ignored_files": [{"path": path, "reason": reason} for path, reason in ignored],
+        }
 
     def dataset(self, split: str):
         """An unbatched ``tf.data.Dataset`` of (uint8 image, int32 label) for ``split``."""
@@ -84,7 +103,8 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
             for name, chunks in parts.items()}
 
 
-def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, test_fraction, seed, skipped=()):
+def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, test_fraction, seed, skipped=(),
+                ignored=None):
     """Builds an ImageSet, carving whichever of val/test the source lacks out of train."""
     images, labels = train
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -98,4 +118,4 @@ def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, 
     for split, given in (("val", val), ("test", test)):
         if given is not None:
             arrays[split] = (given[0], np.asarray(given[1]).astype(np.int64).reshape(-1))
-    return ImageSet(name, list(class_names), arrays, list(skipped))
+    return ImageSet(name, list(class_names), arrays, list(skipped), None if ignored is None else list(ignored))

@@ -10,7 +10,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Extensions we look at; the content decides in the end (PIL sniffs the header).
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -44,27 +44,67 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
     raise ValueError(f"channels must be 1 or 3, got {channels!r}")
 
 
+class NotAnImage(ValueError):
+    """A file that cannot be used as an image; the message is the reason, for the data manifest."""
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) we decode: PIL's decompression-bomb limit (~89 megapixels)."""
+    return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+def _open_checked(path):
+    """Opens ``path`` reading only its header, refusing empty files and decompression bombs."""
+    if os.path.getsize(path) == 0:
+        raise NotAnImage("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # PIL only warns between 1x and 2x its limit; the explicit check below refuses those too.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise NotAnImage(f"too many pixels, refused from its header ({error})".splitlines()[0]) from None
+        except UnidentifiedImageError:
+            raise NotAnImage("not an image: its content is no known image format") from None
+    width, height = image.size
+    if width * height > max_pixels():
+        image.close()
+        raise NotAnImage(f"too many pixels ({width}x{height} > {max_pixels():,}), refused from its header "
+                         "as a possible decompression bomb")
+    return image
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Reads one image file into a uint8 array of shape (H, W, channels).
 
-    Animated images give their first frame; EXIF orientation is applied;
-    ``size`` is (height, width), or None to keep the file's size.
+    The content decides, not the extension.  Animated images give their first
+    frame; EXIF orientation is applied; ``size`` is (height, width), or None
+    to keep the file's size.  Images over ``max_pixels()`` are refused from
+    their header, before any pixel is decoded.
 
     Raises:
-        OSError / ValueError / Image.DecompressionBombError for files that are
-        not readable images.
+        NotAnImage: empty, unidentifiable or oversized files.
+        OSError / ValueError / SyntaxError: truncated or corrupt image data.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = to_mode(image, channels)
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            array = np.asarray(image, dtype=np.uint8)
+    with _open_checked(path) as image:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = to_mode(image, channels)
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        array = np.asarray(image, dtype=np.uint8)
     return array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def problem(error: BaseException) -> str:
+    """One line saying why a file was not usable, for logs and the data manifest."""
+    if isinstance(error, NotAnImage):
+        return str(error)
+    text = str(error).splitlines()[0] if str(error) else ""
+    if "truncated" in text.lower() or isinstance(error, EOFError):
+        return f"truncated image ({text or type(error).__name__})"[:200]
+    return f"unreadable image ({type(error).__name__}: {text})"[:200]
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:

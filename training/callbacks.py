@@ -70,6 +70,8 @@ class BestWeights(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch
             tmp = self.path + ".tmp.weights.h5"
             (self.save_model or self.model).save_weights(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
             os.replace(tmp, self.path)
         elif self.patience and epoch - max(self.best_epoch, self.phase_start - 1) >= self.patience:
             self.stopped_epoch = epoch

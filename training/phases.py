@@ -2,9 +2,10 @@
 
 A phase sets which weights train, compiles a fresh optimizer with its own
 schedule, and fits for its epochs, continuing the run's epoch count, history
-and best-weights file.  Each phase has its own BackupAndRestore folder and a
-``<phase>.done`` marker, so a killed run resumes inside the phase it was in,
-and a finished phase is never rerun.
+and best-weights file.  Each phase has its own checkpoint folder
+(``training.checkpoint``, written atomically) and a ``<phase>.done`` marker,
+so a killed run resumes inside the phase it was in, and a finished phase is
+never rerun.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
     import keras
 
     from training.callbacks import BestWeights, NanGuard
+    from training.checkpoint import ResumableCheckpoint
 
     backup_root = os.path.join(run_dir, "backup")
     csv_path = os.path.join(run_dir, "history.csv")
@@ -110,8 +112,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             keras.callbacks.CSVLogger(csv_path, append=True),
             best,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
-            keras.callbacks.BackupAndRestore(os.path.join(backup_root, phase.name), double_checkpoint=True,
-                                             delete_checkpoint=False),
+            ResumableCheckpoint(os.path.join(backup_root, phase.name)),
         ]
         fit_train, fit_val = phase.datasets or (train_ds, val_ds)
         target.fit(fit_train, validation_data=fit_val, initial_epoch=start, epochs=start + phase.epochs,

@@ -17,7 +17,7 @@ from training.errors import UserError
 DEFAULTS = {
     # Data
     "dataset": "digits", "data_dir": None, "image_size": None, "channels": None,
-    "val_fraction": 0.1, "test_fraction": 0.2,
+    "val_fraction": 0.1, "test_fraction": 0.2, "strict": False,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
     "l1": None, "l2": None, "width": None, "preprocessing": "rescale",
@@ -262,7 +262,12 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         for path, reason in data.skipped[:20]:
             log(f"  {path}: {reason}")
         if len(data.skipped) > 20:
-            log(f"  ... and {len(data.skipped) - 20} more (see skipped_files.txt in the run directory)")
+            log(f"  ... and {len(data.skipped) - 20} more (see data_manifest.json in the run directory)")
+        if config["strict"]:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in data.skipped[:5])
+            more = f"; and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
+            raise UserError(f"--strict: {len(data.skipped)} dataset files are not usable images: {listed}{more}; "
+                            "fix or remove them, or drop --strict to skip them")
     if counts["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
     augmentation, mix = augmentation_for(config, data)
@@ -275,8 +280,14 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
             log(note)
     else:
         resuming = os.path.isdir(os.path.join(run_dir, "backup"))
+    identity = {"class_names": data.class_names, "model": model_label(config), "input_shape": list(data.input_shape)}
+    if resuming:
+        rundir.check_identity(run_dir, identity)
     os.makedirs(run_dir, exist_ok=True)
     rundir.write_json(os.path.join(run_dir, "config.json"), config)
+    rundir.write_identity(run_dir, identity)
+    if data.ignored is not None:
+        rundir.write_json(os.path.join(run_dir, "data_manifest.json"), data.manifest())
     if data.skipped:
         with open(os.path.join(run_dir, "skipped_files.txt"), "w", encoding="utf-8") as f:
             f.writelines(f"{path}\t{reason}\n" for path, reason in data.skipped)

@@ -1,7 +1,8 @@
 """Run directories: one per training run, resumable, never silently overwritten.
 
     runs/<name>/config.json        the resolved configuration (written first)
-    runs/<name>/backup/            Keras BackupAndRestore state while unfinished
+    runs/<name>/backup/            checkpoints while unfinished (training.checkpoint), and
+                                   run_identity.json: the class list, model and input shape they fit
     runs/<name>/metrics.json       written last: its presence means "finished"
 
 Choosing the directory for a new command:
@@ -17,8 +18,11 @@ import csv
 import json
 import os
 
-# Configuration keys that only say where outputs go; changing them still resumes.
-OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name"}
+from training.errors import UserError
+
+# Configuration keys that only say where outputs go, or how strictly data are checked; changing them
+# still resumes.
+OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict"}
 
 
 def fingerprint(config: dict) -> dict:
@@ -31,7 +35,7 @@ def is_finished(path: str) -> bool:
 
 def read_config(path: str) -> dict | None:
     try:
-        with open(os.path.join(path, "config.json")) as f:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -58,8 +62,42 @@ def choose(runs_dir: str, base: str, config: dict) -> tuple[str, bool, list[str]
     raise RuntimeError(f"too many runs named {base!r} in {runs_dir}")
 
 
+IDENTITY = os.path.join("backup", "run_identity.json")
+
+
+def check_identity(run_dir: str, identity: dict) -> None:
+    """Refuses to resume checkpoints made for other classes, another model or another input size.
+
+    The configuration can be identical while the data changed: a class folder
+    added to or removed from a folder dataset between the crash and the rerun.
+    """
+    try:
+        with open(os.path.join(run_dir, IDENTITY), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return  # a run from before identities were saved
+    changes = []
+    old, new = saved.get("class_names", []), identity["class_names"]
+    if old != new:
+        added, removed = [c for c in new if c not in old], [c for c in old if c not in new]
+        parts = ([f"added {', '.join(map(repr, added))}"] if added else []) + \
+                ([f"removed {', '.join(map(repr, removed))}"] if removed else [])
+        changes.append(f"the class list changed ({'; '.join(parts) or 'same classes, new order'})")
+    for key, what in (("model", "the model"), ("input_shape", "the input size")):
+        if saved.get(key) != identity[key]:
+            changes.append(f"{what} changed ({saved.get(key)} -> {identity[key]})")
+    if changes:
+        raise UserError(f"Cannot resume run {run_dir!r}: {', and '.join(changes)} since its checkpoints were "
+                        f"saved; use --run-name NEW for a new run, or delete {run_dir}")
+
+
+def write_identity(run_dir: str, identity: dict) -> None:
+    os.makedirs(os.path.join(run_dir, "backup"), exist_ok=True)
+    write_json(os.path.join(run_dir, IDENTITY), identity)
+
+
 def completed_epochs(backup_dir: str) -> int:
-    """Epochs that Keras' BackupAndRestore has saved state for."""
+    """Epochs that a phase's checkpoint (``training.checkpoint``) has committed."""
     try:
         with open(os.path.join(backup_dir, "training_metadata.json")) as f:
             return int(json.load(f)["epoch"])
@@ -70,9 +108,15 @@ def completed_epochs(backup_dir: str) -> int:
 def read_history(csv_path: str) -> list[dict]:
     if not os.path.isfile(csv_path):
         return []
+    rows = []
     with open(csv_path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            try:
+                rows.append({k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()
+                             if k is not None and v not in ("", None)})
+            except ValueError:
+                pass  # a row torn by a crash mid-write; its epoch is rerun
+    return [row for row in rows if "epoch" in row]
 
 
 def trim_history(csv_path: str, epochs: int) -> list[dict]:
@@ -93,7 +137,7 @@ def trim_history(csv_path: str, epochs: int) -> list[dict]:
 
 def write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)

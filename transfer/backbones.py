@@ -280,12 +280,58 @@ def _fold_imagenet_rescale(model: keras.Model) -> None:
     norm.finalize_state()
 
 
+# The published hashes of the no-top ImageNet weights files (md5; sha256 for ConvNeXt), as in
+# keras.applications 3.15.  Keras checks a download against them; ``_check_cached_weights`` checks
+# a file already in the cache, which Keras would otherwise try to download again, or load as it is
+# when a call does not pass the hash.  MobileNetV2's files are published without one.
+WEIGHTS_HASHES = {
+    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5": "4d473c1dd8becc155b73f8504c6f6626",
+    "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5": "fac2f116257151a9d068a22e544a4917",
+    "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5": "d3e8ec802a04aa4fc771ee12a9a9b836",
+    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5": "07fb09a5933dd0c8eaafa16978110389",
+    "efficientnetb0_notop.h5": "50bc09e76180e00e4465e1a485ddc09d",
+    "efficientnetb1_notop.h5": "74c4e6b3e1f6a1eea24c589628592432",
+    "efficientnetb2_notop.h5": "111f8e2ac8aa800a7a99e3239f7bfb39",
+    "efficientnetb3_notop.h5": "af6d107764bb5b1abb91932881670226",
+    "efficientnetv2-b0_notop.h5": "893217f2bb855e2983157299931e43ff",
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5": "bcbd6486424b2319ff4ef7d526e38f63",
+    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5": "6d6bbae143d832006294945121d1f1fc",
+    "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5": "30ee3e1110167f948a6b9946edeeb738",
+    "convnext_tiny_notop.h5": "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
+    "xception_weights_tf_dim_ordering_tf_kernels_notop.h5": "b0042744bf5b25fce3cb969f33bebb97",
+}
+
+
+def _file_hash(path: str, algorithm: str) -> str:
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_cached_weights(name: str, path: str) -> None:
+    """Refuses a cached ImageNet weights file whose content is not the published file's."""
+    expected = WEIGHTS_HASHES.get(os.path.basename(path))
+    if expected is None or not os.path.isfile(path):
+        return
+    algorithm = "sha256" if len(expected) == 64 else "md5"
+    found = _file_hash(path, algorithm)
+    if found != expected:
+        raise UserError(f"ImageNet weights {path!r} for backbone {name!r} do not match the published file "
+                        f"({algorithm} {found}, expected {expected}): the file is incomplete, corrupt or "
+                        "replaced; delete it and run again to download it anew")
+
+
 def _imagenet_model(name: str, spec: BackboneSpec, shape: tuple) -> keras.Model:
     filename = spec.weights_filename(shape)
     cache = os.path.join(keras_home(), "models")
     if not os.path.isfile(os.path.join(cache, filename)) and _offline():
         raise _no_imagenet_weights(name, filename, f"{filename} is not in {cache}/ and downloads are off "
                                                    "(CNN_CLASSROOM_OFFLINE is set)")
+    _check_cached_weights(name, os.path.join(cache, filename))
     try:
         return spec.constructor(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as error:  # a failed download comes as a bare Exception
@@ -415,6 +461,21 @@ def _cut_head(network: keras.Model) -> keras.Model:
     return keras.Model(network.inputs, tensor, name=f"{network.name}_features")
 
 
+def _load_failure(error: BaseException) -> str:
+    """Why Keras refused a model file, from the innermost error (Keras wraps the real one)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = _first_line(error)
+    if "Lambda" in text and "safe_mode" in text:
+        return ("it holds a Lambda layer's Python code, which is never run (Keras' safe mode); "
+                "use a model without Lambda layers")
+    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if match:
+        return (f"it names {match.group(1)!r}, which is neither a Keras nor a cnn-classroom layer; "
+                "only those are loaded from files")
+    return text
+
+
 def _keras_file_backbone(path: str, input_shape, weights, source: str) -> Backbone:
     import zoo  # noqa: F401 - registers the zoo's custom layers for loading
     from training.model import network_of
@@ -423,9 +484,11 @@ def _keras_file_backbone(path: str, input_shape, weights, source: str) -> Backbo
     if weights not in ("imagenet", None):
         raise UserError(f"Backbone {source!r} carries its own weights; --weights PATH is for named backbones only")
     try:
+        # Safe mode refuses Lambda layers' serialized Python code; only classes Keras and this toolkit
+        # register can be named in the file.  Nothing in the file is executed.
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # corrupt zips, unknown layers, lambdas refused by safe mode...
-        raise UserError(f"Could not load {path!r} as a Keras model: {_first_line(error)}") from None
+        raise UserError(f"Could not load {path!r} as a Keras model: {_load_failure(error)}") from None
     try:
         preprocessing = model.get_layer("preprocessing")
     except ValueError:
@@ -525,6 +588,11 @@ def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
         if os.path.isfile(os.path.join(path, "model.keras")):
             return _keras_file_backbone(os.path.join(path, "model.keras"), input_shape, weights, source)
         return _export_backbone(path, input_shape, weights, source)
+    if path.lower().endswith((".h5", ".hdf5")) and os.path.isfile(path):
+        # A legacy HDF5 model file can hold Lambda layers' Python code, outside Keras' safe mode.
+        raise UserError(f"Backbone {source!r} is a legacy HDF5 model file, which is not loaded because it can "
+                        "carry code; use a .keras file, or pass a weights file as --weights PATH with a named "
+                        "backbone")
     if os.path.exists(path):
         raise UserError(f"Backbone {source!r} is neither a .keras file nor a folder (run or export)")
     if os.sep in source or source.startswith("."):

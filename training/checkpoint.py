@@ -1,0 +1,107 @@
+"""A resumable training checkpoint that a crash cannot corrupt.
+
+Keras' ``BackupAndRestore`` overwrites ``latest.weights.h5`` in place and then
+rewrites its ``training_metadata.json``: a process killed during the first
+write leaves a torn weights file, and one killed between the two leaves
+weights one epoch ahead of the epoch count, so the resumed run repeats an
+epoch from already-updated weights and optimizer state.
+
+Here each epoch's state (layer weights and the optimizer's variables,
+including its step count, which is the learning-rate schedule's position) goes
+to a new file, written under a temporary name, flushed and renamed.  Only then
+is ``training_metadata.json`` replaced, atomically, to point at it; it is the
+commit.  Older state files are deleted after the commit.  A kill at any
+instant leaves the metadata naming a complete file: the last committed epoch.
+
+    backup/<phase>/training_metadata.json   {"epoch": 3, "weights": "epoch-3.weights.h5", ...}
+    backup/<phase>/epoch-3.weights.h5
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import keras
+
+METADATA = "training_metadata.json"
+
+# Tests set this to "<point>:<epoch>" to SIGKILL the process at a given point, deterministically:
+# "mid-epoch" (after the epoch's first batch), "weights-written" (state file complete, not yet
+# committed) or "committed" (metadata replaced, old state not yet deleted).
+CRASH_ENV = "CNN_CLASSROOM_CRASH_AT"
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def read_metadata(backup_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(backup_dir, METADATA)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Saves the training state after every epoch and restores it when fit starts.
+
+    Args:
+        backup_dir: the folder for this phase's state.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
+
+    def _crash_if(self, point: str, epoch: int) -> None:
+        if os.environ.get(CRASH_ENV) == f"{point}:{epoch + 1}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_begin(self, logs=None):
+        self.model._initial_epoch = None  # Keras never resets it between fits; a later phase must not inherit it
+        metadata = read_metadata(self.backup_dir)
+        # Runs checkpointed by Keras' BackupAndRestore (before this callback) kept one latest.weights.h5.
+        path = os.path.join(self.backup_dir, (metadata or {}).get("weights", "latest.weights.h5"))
+        if not metadata or not os.path.isfile(path):
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(path)
+        self.model._initial_epoch = int(metadata["epoch"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self._crash_if("mid-epoch", self._epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        final = os.path.join(self.backup_dir, name)
+        tmp = os.path.join(self.backup_dir, f".tmp-{name}")
+        self.model.save_weights(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+        self._crash_if("weights-written", epoch)
+        optimizer = self.model.optimizer
+        steps = int(optimizer.iterations.numpy()) if optimizer is not None else None
+        metadata = {"epoch": epoch + 1, "weights": name, "optimizer_steps": steps}
+        tmp_meta = os.path.join(self.backup_dir, f".tmp-{METADATA}")
+        with open(tmp_meta, "w") as f:
+            json.dump(metadata, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_meta, os.path.join(self.backup_dir, METADATA))
+        self._crash_if("committed", epoch)
+        for other in os.listdir(self.backup_dir):
+            if other.endswith(".weights.h5") and other != name:
+                os.remove(os.path.join(self.backup_dir, other))
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None
