@@ -83,6 +83,20 @@ def test_each_tuner_finishes_and_its_best_is_at_least_the_default(tuner, tmp_pat
     assert rows[0]["score"] >= default["best_val_accuracy"] - 1 / 179  # one validation image of slack
 
 
+def test_a_transfer_search_trains_head_then_fine_tunes_in_every_trial(tmp_path):
+    base = {**BASE, "backbone": "lenet5_modern", "weights": "none"}
+    space = build_space("transfer", base, tune={}, fixed=set())
+    assert set(space) == {"freeze", "head_hidden", "head_dropout", "lr", "finetune_lr", "discriminative_lr"}
+    settings = SearchSettings(max_trials=2, trial_epochs=2)
+    searched, finished = run_search(base, space, settings, folder=str(tmp_path / "search"), log=lambda *_: None)
+    rows = results(searched.oracle, settings)
+    assert finished and [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"]
+    for row in rows:  # the budget of 2 epochs is one for the head and one for fine-tuning
+        backup = tmp_path / "search" / f"trial_{row['trial']}" / "backup"
+        assert (backup / "head.done").is_file() and (backup / "finetune.done").is_file()
+        assert row["epochs_run"] == 2
+
+
 # --- The command ----------------------------------------------------------------------------
 
 SEARCH = ["search", "--model", "mlp", "--space", "none", "--tune", "lr=0.001,1e6", "--tune", "optimizer=sgd",
