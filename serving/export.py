@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 from training.errors import UserError
@@ -37,6 +38,30 @@ def next_version(model_dir: str) -> int:
     return found[-1] + 1 if found else 1
 
 
+STAGING = ".tmp-export-"
+
+
+def remove_abandoned_staging(model_dir: str) -> list[str]:
+    """Deletes staging folders left by exports on this machine whose process has died (a crash
+    mid-export leaves one; it was never a version).  Returns what it removed."""
+    removed = []
+    prefix = f"{STAGING}{socket.gethostname()}-"
+    for entry in os.listdir(model_dir):
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if not entry.startswith(prefix) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still exporting
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadata: dict | None = None) -> str:
     """Exports the inference ``model`` (raw pixels in, probabilities out).
 
@@ -51,7 +76,8 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
     class_names = [str(c) for c in class_names]
     model_dir = os.path.join(export_dir, name)
     os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir)
+    remove_abandoned_staging(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{STAGING}{socket.gethostname()}-{os.getpid()}-", dir=model_dir)
     try:
         assets = os.path.join(tmp, "staging-assets")
         os.makedirs(assets)

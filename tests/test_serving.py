@@ -68,6 +68,20 @@ def test_a_crash_during_export_leaves_no_version_behind(tmp_path):
         FailsWhenArmed.armed = False
     assert sorted(os.listdir(tmp_path / "m")) == ["1"]
 
+    # A process killed mid-export leaves its staging folder; the next export clears it, not a live one's.
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    abandoned = tmp_path / "m" / f".tmp-export-{host}-{int(dead.stdout)}-abc"
+    live = tmp_path / "m" / f".tmp-export-{host}-{os.getpid()}-def"
+    abandoned.mkdir()
+    live.mkdir()
+    export_savedmodel(model, str(tmp_path), "m", class_names=["x", "y"])
+    assert sorted(os.listdir(tmp_path / "m")) == [live.name, "1", "2"]
+
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing", "does not exist"),
