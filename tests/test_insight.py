@@ -93,3 +93,28 @@ def test_mistakes_grid_holds_only_misclassified_test_images(runs):
     top = metrics["confused_pairs"][0]
     assert top["count"] == matrix.max() > 0
     assert matrix[data.class_names.index(top["true"]), data.class_names.index(top["predicted"])] == top["count"]
+
+
+def test_lr_finder_suggests_a_rate_where_the_loss_falls(tmp_path, capsys):
+    from insight.lr_finder import smooth
+
+    runs_dir = tmp_path / "runs"
+    code = train_cli.main(["find-lr", "--model", "mlp", "--steps", "100", "--batch-size", "16",
+                           "--runs-dir", str(runs_dir), "--export-dir", str(tmp_path / "exp")])
+    assert code == 0
+    out = capsys.readouterr().out
+    folder = runs_dir / "lr_finder" / "mlp-digits"
+    assert sorted(os.listdir(runs_dir)) == ["lr_finder"] and not (tmp_path / "exp").exists()
+    assert os.path.getsize(folder / "lr_finder.png") > 0
+    result = json.load(open(folder / "lr_finder.json"))
+    rows = np.loadtxt(folder / "lr_finder.csv", delimiter=",", skiprows=1)
+    lrs, losses = rows[:, 1], rows[:, 2]
+    np.testing.assert_allclose(rows[:, 3], smooth(losses, 0.9))
+    i = result["suggestion_index"]
+    assert lrs[i] == pytest.approx(result["suggestion"]) and result["suggestion"] < result["min_loss_lr"]
+    # Around the suggestion the loss is falling: the raw losses of the next steps are lower than the previous ones.
+    window = 5
+    assert losses[i + 1:i + 1 + window].mean() < losses[i - window:i].mean()
+    assert losses[i:].min() < losses[:i].min()
+    command = [line for line in out.splitlines() if line.startswith("next: python train.py")][0]
+    assert command.split()[-2:] == ["--lr", f"{result['suggestion']:.2g}"] and "--steps" not in command
