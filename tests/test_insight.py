@@ -16,6 +16,7 @@ from helpers import ROOT
 import train as train_cli
 from insight import diagnose
 from training import run as training_run
+from training.errors import UserError
 
 QUIET = {"verbose": 0, "patience": 0, "export": False}
 
@@ -43,7 +44,7 @@ def runs(tmp_path_factory):
     done = {}
     for verdict, options in REGIMES.items():
         config = {**QUIET, **options, "run_name": verdict, "runs_dir": str(base / "runs"),
-                  "export_dir": str(base / "saved_models"), "export": verdict in ("good_fit", "needs_more_data")}
+                  "export_dir": str(base / "saved_models"), "export": verdict in ("good_fit", "overfitting")}
         done[verdict] = training_run.train(config, log=lambda *_: None)
     return base, done
 
@@ -79,9 +80,12 @@ def test_mistakes_grid_holds_only_misclassified_test_images(runs):
 
     data = imagesets.load("digits", test_fraction=0.8, val_fraction=0.1, seed=0)
     images, labels = data.arrays["test"]
-    from serving.load import load_export
+    import keras
 
-    probabilities = load_export(metrics["export_path"]).predict(images)
+    from training.model import inference_model
+
+    model = inference_model(keras.models.load_model(os.path.join(metrics["run_dir"], "model.keras")))
+    probabilities = model.predict(images.astype(np.float32), verbose=0)
     chosen = mistakes.plot_mistakes(images, labels, probabilities, data.class_names, str(base / "m.png"))
     predicted = probabilities.argmax(1)
     assert chosen and all(predicted[i] != labels[i] for i in chosen)
@@ -118,3 +122,82 @@ def test_lr_finder_suggests_a_rate_where_the_loss_falls(tmp_path, capsys):
     assert losses[i:].min() < losses[:i].min()
     command = [line for line in out.splitlines() if line.startswith("next: python train.py")][0]
     assert command.split()[-2:] == ["--lr", f"{result['suggestion']:.2g}"] and "--steps" not in command
+
+
+def test_compare_trains_each_variant_on_the_same_split_and_tabulates_them(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    argv = ["compare", "--models", "mlp", "lenet5", "--epochs", "2", "--verbose", "0", "--patience", "0",
+            "--runs-dir", str(runs_dir), "--export-dir", str(tmp_path / "exp")]
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    folder = runs_dir / "compare-digits"
+    rows = json.load(open(folder / "compare.json"))["rows"]
+    assert [row["variant"] for row in rows] == ["mlp", "lenet5"]
+    for row in rows:
+        saved = json.load(open(os.path.join(row["run_dir"], "metrics.json")))
+        assert saved["config"]["model"] == row["variant"] and saved["config"]["seed"] == 0
+        assert saved["counts"] == {"train": 1259, "val": 179, "test": 359}
+        assert row["test_accuracy"] == saved["test_accuracy"] and row["parameters"] == saved["parameters"]
+        assert any(line.split()[:2] == [row["variant"], f"{row['test_accuracy']:.4f}"] for line in out.splitlines())
+    assert rows[0]["parameters"] != rows[1]["parameters"]
+    assert os.path.getsize(folder / "compare.png") > 0 and len(open(folder / "compare.csv").readlines()) == 3
+    assert not (tmp_path / "exp").exists()  # variants are not exported unless asked
+    # An interrupted comparison (no compare.json yet) reuses the variants that finished.
+    os.remove(folder / "compare.json")
+    assert train_cli.main(argv) == 0
+    assert "finished before, reused" in capsys.readouterr().out
+    assert sorted(os.listdir(runs_dir)) == ["compare-digits"]
+    assert sorted(d for d in os.listdir(folder) if os.path.isdir(folder / d)) == ["lenet5", "mlp"]
+
+
+def test_compare_refuses_an_unknown_option(capsys):
+    assert train_cli.main(["compare", "--models", "mlp", "lenet5", "--set", "dropuot=0.3"]) == 2
+    assert "unknown option 'dropuot'" in capsys.readouterr().err
+
+
+def test_ensemble_export_serves_with_tensorflow_only_and_averages_its_members(runs, tmp_path, capsys):
+    from serving.load import load_export
+
+    base, done = runs
+    members = [done["good_fit"]["export_path"], done["overfitting"]["export_path"]]  # an MLP and a LeNet-5
+    export_dir = tmp_path / "exp"
+    assert train_cli.main(["ensemble", *members, "--name", "digits-ensemble", "--export-dir", str(export_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Not scored: the members were trained on different splits" in out  # --test-fraction differs
+    path = export_dir / "digits-ensemble" / "1"
+
+    import imagesets
+
+    images = imagesets.load("digits").arrays["test"][0][:40].astype(np.float32)
+    expected = np.mean([load_export(m).predict(images) for m in members], axis=0)
+    np.save(tmp_path / "images.npy", images)
+    consumer = f"""
+import json, sys
+import numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(path)!r})
+out = m.signatures["serving_default"](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
+project = {{"zoo", "training", "serving", "imagesets", "augment", "transfer", "insight"}}
+assert not project & {{name.split(".")[0] for name in sys.modules}}
+print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": [c.decode() for c in out["classes"].numpy()]}}))
+"""
+    done_ = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": ""}, timeout=120)
+    assert done_.returncode == 0, done_.stderr[-2000:]
+    result = json.loads(done_.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(result["p"]), expected, atol=1e-5)
+    assert result["classes"] == [str(i) for i in expected.argmax(1)]
+    meta = json.load(open(path / "assets" / "metadata.json"))
+    assert meta["class_names"] == [str(i) for i in range(10)] and len(meta["members"]) == 2
+
+
+def test_ensemble_refuses_members_that_do_not_fit_together(runs, capsys):
+    from insight.ensemble import check_compatible, read_member
+
+    _, done = runs
+    a, b = (read_member(done[v]["export_path"]) for v in ("good_fit", "overfitting"))
+    with pytest.raises(UserError, match="share one input shape"):
+        check_compatible([a, (b[0], {**b[1], "input_shape": [28, 28, 1]})])
+    with pytest.raises(UserError, match="different classes"):
+        check_compatible([a, (b[0], {**b[1], "class_names": list("abcdefghij")})])
+    assert train_cli.main(["ensemble", done["good_fit"]["export_path"]]) == 2
+    assert "at least two exports" in capsys.readouterr().err
