@@ -16,8 +16,8 @@ The checks run in this order; the first that holds is the verdict:
    least two epochs before the end, while training loss kept falling.
 4. ``underfitting``: training loss still falling at the end (the last fifth
    of epochs took off more than ``STILL_FALLING`` of the whole run's drop)
-   while validation loss is still at its best, or training accuracy below
-   ``LOW_TRAIN_ACCURACY``.
+   while validation loss is still at its best, or training and validation
+   accuracy both below ``LOW_TRAIN_ACCURACY``.
 5. ``needs_more_data``: training accuracy at least ``MEMORIZED`` (the
    training set is learned by heart), validation loss flat over the last third
    of epochs, and validation accuracy at least ``GAP`` below training accuracy.
@@ -159,9 +159,12 @@ def _verdict(history, num_classes):
             f"training loss is still falling: {_fmt(loss[-1 - window])} -> {_fmt(loss[-1])} over the last "
             f"{window} epoch(s), {drop_recent / drop_total:.0%} of the run's whole drop",
             *([f"validation loss is at its lowest in the last epochs ({_fmt(min(val_loss))})"] if val_loss else [])]
-    if acc is not None and acc[-1] < LOW_TRAIN_ACCURACY:
+    # Mixup, cutmix or strong augmentation lower the training accuracy on their own; only low
+    # accuracy on the validation images too says the model cannot fit.
+    if acc is not None and acc[-1] < LOW_TRAIN_ACCURACY and (val_acc is None or val_acc[-1] < LOW_TRAIN_ACCURACY):
         return "underfitting", [f"training accuracy is only {acc[-1]:.3f} after {n} epochs "
-                                f"(training loss {_fmt(loss[-1])})"]
+                                f"(training loss {_fmt(loss[-1])})",
+                                *([f"validation accuracy {val_acc[-1]:.3f}"] if val_acc else [])]
 
     if acc is None or val_acc is None:
         return "good_fit", ["no accuracy curves recorded; training loss has settled"]

@@ -70,6 +70,15 @@ def test_too_few_epochs_and_a_nan_loss_are_named():
     assert diagnose(rows)["verdict"] == "diverging"
 
 
+def test_low_training_accuracy_from_mixup_is_not_called_underfitting():
+    # Mixup scores training accuracy against blended labels; validation images are plain.
+    rows = [{"epoch": i, "loss": l, "accuracy": 0.62, "val_loss": v, "val_accuracy": 0.97}
+            for i, (l, v) in enumerate([(1.9, 0.5), (1.4, 0.3), (1.35, 0.29), (1.34, 0.29)])]
+    assert diagnose(rows)["verdict"] == "good_fit"
+    low = [{**row, "val_accuracy": 0.6} for row in rows]
+    assert diagnose(low)["verdict"] == "underfitting"
+
+
 def test_mistakes_grid_holds_only_misclassified_test_images(runs):
     from insight import mistakes
 
