@@ -77,7 +77,7 @@ ADVICE = {
         "--batch-norm steadies deep models; --optimizer adam is forgiving of the rate",
     ],
     "good_fit": [
-        "to gain more: a bigger --model or --width with --augment standard, then compare with `python train.py compare`",
+        "to gain more: a bigger --model or --width with --augment standard; `python train.py compare` shows which",
         "average a few runs with different --seed: `python train.py ensemble saved_models/A saved_models/B`",
     ],
     "too_short": ["train for at least 3 epochs (--epochs) to get a diagnosis"],

@@ -89,7 +89,7 @@ def find_lr(config: dict, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps
     batches = iter(dataset.repeat())
 
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
-    lrs, losses, best, stopped = [], [], math.inf, False
+    lrs, losses, best, stopped, average = [], [], math.inf, False, 0.0
     for step in range(steps):
         lr = start_lr * factor ** step
         model.optimizer.learning_rate = lr
@@ -100,7 +100,8 @@ def find_lr(config: dict, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps
             break
         lrs.append(lr)
         losses.append(loss)
-        current = smooth(losses, beta)[-1]
+        average = beta * average + (1 - beta) * loss  # the running form of smooth()
+        current = average / (1 - beta ** len(losses))
         best = min(best, current)
         if step > steps // 10 and current > STOP_FACTOR * best:
             stopped = True

@@ -11,8 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT
-
 import train as train_cli
 from insight import diagnose
 from training import run as training_run
@@ -187,7 +185,8 @@ m = tf.saved_model.load({str(path)!r})
 out = m.signatures["serving_default"](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
 project = {{"zoo", "training", "serving", "imagesets", "augment", "transfer", "insight"}}
 assert not project & {{name.split(".")[0] for name in sys.modules}}
-print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": [c.decode() for c in out["classes"].numpy()]}}))
+classes = [c.decode() for c in out["classes"].numpy()]
+print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": classes}}))
 """
     done_ = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True, cwd=tmp_path,
                            env={**os.environ, "PYTHONPATH": ""}, timeout=120)
