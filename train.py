@@ -24,7 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 # Subcommands beyond plain training: "python train.py NAME ..." runs MODULE.main(argv), which
 # takes the same flags as training (resolve_config(argv, parser)) plus its own group.
-SUBCOMMANDS = {"search": "tuning.command"}
+SUBCOMMANDS = {"search": "tuning.command", "find-lr": "insight.lr_finder", "compare": "insight.compare",
+               "ensemble": "insight.ensemble"}
 
 
 def _bool_flag(group, name, help_text):

@@ -235,6 +235,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
     import keras
 
     from augment import predict_tta
+    from insight import diagnose, mistakes
     from serving.export import export_savedmodel
     from training.model import inference_model
     from training.phases import completed_epochs, run_phases, steps_per_epoch
@@ -348,6 +349,8 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
                           title=f"{title}: test accuracy {accuracy:.4f}")
     with open(os.path.join(run_dir, "classification_report.txt"), "w", encoding="utf-8") as f:
         f.write(report_text)
+    confused = mistakes.report(x_test, y_test, probabilities, data.class_names, os.path.join(run_dir, "mistakes.png"),
+                               title=f"{title}: most confident mistakes")
     model.save(os.path.join(run_dir, "model.keras"))
     baseline = None
     if config["baseline"] and backbone is not None:
@@ -381,6 +384,8 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         "baseline": baseline,
         "export_path": export_path,
         "config": config,
+        "diagnosis": diagnose(history, num_classes=data.num_classes),
+        "confused_pairs": confused,
     }
     if history:
         last = history[-1]
@@ -396,6 +401,12 @@ def summary_lines(metrics: dict) -> list[str]:
              f"Run directory: {metrics['run_dir']}"]
     if metrics["export_path"]:
         lines.append(f"Exported: {metrics['export_path']}")
+    from insight.diagnose import summary as diagnosis_lines
+    from insight.mistakes import summary as confusion_lines
+
+    lines += confusion_lines(metrics.get("confused_pairs") or [])
+    if metrics.get("diagnosis"):
+        lines += diagnosis_lines(metrics["diagnosis"])
     return lines
 
 
