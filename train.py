@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.run import DEFAULTS as D
 
     parser = argparse.ArgumentParser(
-        description="Train a zoo model on a dataset, evaluate it on the test split and export a SavedModel.",
+        description="Train a zoo model on a dataset, evaluate it on the test split and export a SavedModel. "
+                    "Other commands: search (hyperparameter search), find-lr (learning-rate range test), compare "
+                    "(several models on the same data), ensemble (average exports); python train.py COMMAND --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="JSON file of flag values (keys as in config.json); flags override it")
     parser.add_argument("--list-models", action="store_true", help="list the zoo with parameter counts and exit")
