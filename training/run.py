@@ -31,6 +31,8 @@ DEFAULTS = {
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
     "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
+    # Distribution (training.distribute): --batch-size stays the global batch
+    "strategy": "auto",
     # Output
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
 }
@@ -229,6 +231,7 @@ def train(config: dict, log=print) -> dict:
 
     from augment import predict_tta
     from serving.export import export_savedmodel
+    from training.distribute import describe, is_chief, make_strategy, worker_runs_dir
     from training.model import inference_model
     from training.phases import completed_epochs, run_phases, steps_per_epoch
     from training.pipeline import make_pipeline
@@ -243,8 +246,14 @@ def train(config: dict, log=print) -> dict:
             zoo.get(config["model"])  # an unknown name fails before any data is read
         except ValueError as error:
             raise UserError(str(error)) from None
+    # First, before other TensorFlow work: a multi-worker strategy must be made before the runtime starts.
+    strategy = make_strategy(config["strategy"])
+    chief = is_chief(strategy)
+    if strategy.num_replicas_in_sync > 1 or config["strategy"] != "auto":
+        log(describe(strategy))
     keras.utils.set_random_seed(config["seed"])
-    backbone = load_backbone(config)
+    with strategy.scope():
+        backbone = load_backbone(config)
     if backbone is not None:
         log(f"Backbone {backbone.name}: input {'x'.join(map(str, backbone.input_shape))}")
     data = load_data(config, backbone)
@@ -258,10 +267,11 @@ def train(config: dict, log=print) -> dict:
     if counts["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
     augmentation, mix = augmentation_for(config, data)
-    model = build_model(config, data, augmentation, backbone)
+    with strategy.scope():
+        model = build_model(config, data, augmentation, backbone)
 
     base = config["run_name"] or default_run_name(config)
-    run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
+    run_dir, resuming, notes = rundir.choose(worker_runs_dir(config["runs_dir"], strategy), base, config)
     for note in notes:
         log(note)
     os.makedirs(run_dir, exist_ok=True)
@@ -297,7 +307,8 @@ def train(config: dict, log=print) -> dict:
                 if factors:
                     log(f"  discriminative rates: {len(factors)} backbone groups at {factors[0]:.3g}-"
                         f"{factors[-1]:.3g} x {phase.lr:g}, head at {phase.lr:g}")
-        compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
+        with strategy.scope():
+            compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
 
     best = run_phases(model, phases, compile_phase=compile_phase, train_ds=train_ds, val_ds=val_ds,
                       run_dir=run_dir, monitor=config["monitor"], patience=config["patience"], history=history,
@@ -325,7 +336,7 @@ def train(config: dict, log=print) -> dict:
         log(f"Baseline (backbone features + logistic regression): test accuracy {baseline['test_accuracy']:.4f}")
 
     export_path = None
-    if config["export"]:
+    if config["export"] and chief:  # one export per cluster, the same as a single-device run's
         export_path = export_savedmodel(
             inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
             metadata={"model": model_label(config), "dataset": config["dataset"], "test_accuracy": accuracy,
