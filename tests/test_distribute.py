@@ -134,3 +134,25 @@ def test_strategy_flag_reaches_the_configuration():
     config, _ = train_cli.resolve_config(["--strategy", "one_device"])
     assert config["strategy"] == "one_device"
     assert train_cli.resolve_config([])[0]["strategy"] == "auto"
+
+
+def test_a_worker_ahead_of_the_others_steps_back_to_its_previous_checkpoint(tmp_path):
+    def write(path, data):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data) if isinstance(data, dict) else data)
+
+    root = tmp_path / "backup"
+    write(root / "head.done", {"end_epoch": 2})
+    write(root / "finetune.done", {"end_epoch": 4})
+    write(root / "finetune" / "training_metadata.json", {"epoch": 4, "batch": 0})
+    write(root / "finetune" / "training_metadata.json.bkp", {"epoch": 3, "batch": 0})
+    write(root / "finetune" / "latest.weights.h5", "epoch 4")
+    write(root / "finetune" / "latest.weights.h5.bkp", "epoch 3")
+    distribute.roll_back(str(root), 3)
+    assert sorted(os.listdir(root)) == ["finetune", "head.done"]
+    assert json.loads((root / "finetune" / "training_metadata.json").read_text())["epoch"] == 3
+    assert (root / "finetune" / "latest.weights.h5").read_text() == "epoch 3"
+    with pytest.raises(UserError, match="back to epoch 1"):
+        distribute.roll_back(str(root), 1)  # no checkpoint of epoch 1 is kept
+    distribute.roll_back(str(root), 0)
+    assert not root.exists()

@@ -104,6 +104,65 @@ def describe(strategy) -> str:
     return f"{type(strategy).__name__}: {replicas} replica{'s' if replicas != 1 else ''}"
 
 
+def agree_on_epochs(strategy, done: int, backup_root: str, log=print) -> int:
+    """The epoch every worker resumes after: the fewest any worker has checkpointed.
+
+    Workers checkpoint each epoch independently, so a cluster killed between
+    two workers' writes leaves one an epoch ahead.  Synchronous training needs
+    all of them at the same step, so the one ahead steps back to its previous
+    checkpoint (BackupAndRestore's ``double_checkpoint`` copy).
+    """
+    if not is_multi_worker(strategy):
+        return done
+    import tensorflow as tf
+
+    values = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([done], tf.int64))
+    agreed = int(tf.reduce_min(strategy.gather(values, axis=0)))
+    if agreed < done:
+        log(f"Another worker checkpointed only {agreed} epochs; going back from epoch {done} to {agreed}")
+        roll_back(backup_root, agreed)
+    return agreed
+
+
+def roll_back(backup_root: str, epoch: int) -> None:
+    """Makes ``backup_root`` (one folder per phase) hold the state after ``epoch`` epochs."""
+    import shutil
+
+    if epoch == 0:
+        shutil.rmtree(backup_root, ignore_errors=True)
+        return
+    for entry in sorted(os.listdir(backup_root)) if os.path.isdir(backup_root) else []:
+        path = os.path.join(backup_root, entry)
+        if entry.endswith(".done"):
+            try:
+                with open(path) as f:
+                    end = int(json.load(f)["end_epoch"])
+            except (OSError, ValueError, KeyError):
+                end = None
+            if end is None or end > epoch:
+                os.remove(path)  # that phase is unfinished again
+            continue
+        metadata = os.path.join(path, "training_metadata.json")
+        try:
+            with open(metadata) as f:
+                saved = int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if saved <= epoch:
+            continue
+        try:
+            with open(metadata + ".bkp") as f:
+                previous = int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError):
+            previous = None
+        if previous != epoch:
+            raise UserError(f"Cannot take {path!r} back to epoch {epoch} (its previous checkpoint is of epoch "
+                            f"{previous}); delete the run directories of every worker and start again")
+        os.replace(metadata + ".bkp", metadata)
+        weights = os.path.join(path, "latest.weights.h5")
+        os.replace(weights + ".bkp", weights)
+
+
 _PATCHED = False
 
 

@@ -231,7 +231,7 @@ def train(config: dict, log=print) -> dict:
 
     from augment import predict_tta
     from serving.export import export_savedmodel
-    from training.distribute import describe, is_chief, make_strategy, worker_runs_dir
+    from training.distribute import agree_on_epochs, describe, is_chief, make_strategy, worker_runs_dir
     from training.model import inference_model
     from training.phases import completed_epochs, run_phases, steps_per_epoch
     from training.pipeline import make_pipeline
@@ -291,6 +291,7 @@ def train(config: dict, log=print) -> dict:
 
     csv_path = os.path.join(run_dir, "history.csv")
     done = completed_epochs(os.path.join(run_dir, "backup"), phases) if resuming else 0
+    done = agree_on_epochs(strategy, done, os.path.join(run_dir, "backup"), log)
     history = rundir.trim_history(csv_path, done)
     log(f"Resuming run {run_dir} after epoch {done}" if resuming else f"Run directory: {run_dir}")
     steps = steps_per_epoch(len(y_train), config["batch_size"])
