@@ -156,3 +156,10 @@ def test_a_worker_ahead_of_the_others_steps_back_to_its_previous_checkpoint(tmp_
         distribute.roll_back(str(root), 1)  # no checkpoint of epoch 1 is kept
     distribute.roll_back(str(root), 0)
     assert not root.exists()
+
+
+def test_a_run_resumes_under_another_strategy():
+    from training import rundir
+
+    config = {**training_run.DEFAULTS, "strategy": "mirrored"}
+    assert rundir.fingerprint(config) == rundir.fingerprint({**config, "strategy": "auto"})

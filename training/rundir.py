@@ -17,8 +17,9 @@ import csv
 import json
 import os
 
-# Configuration keys that only say where outputs go; changing them still resumes.
-OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name"}
+# Configuration keys that only say where outputs go, or how the same computation is spread
+# over devices (the batch size is global); changing them still resumes.
+OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strategy"}
 
 
 def fingerprint(config: dict) -> dict:
