@@ -63,12 +63,17 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     read_tf_config()
-    patch_keras_for_multi_worker()
     # Ring all-reduce works on every device kind, CPUs included; NCCL would need GPUs on every worker.
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING if not gpus
         else tf.distribute.experimental.CommunicationImplementation.AUTO)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except RuntimeError as error:  # "Collective ops must be configured at program startup"
+        raise UserError(f"--strategy multi_worker must start with its process, before other TensorFlow work "
+                        f"(run train.py, or call training.run.train first thing): {error}") from None
+    patch_keras_for_multi_worker()
+    return strategy
 
 
 def is_multi_worker(strategy) -> bool:
