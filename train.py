@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weight the loss by inverse class frequency for imbalanced data")
     opt.add_argument("--seed", type=int, default=D["seed"], help="seeds the split, the weights and the shuffling")
 
+    dist = parser.add_argument_group("Distribution (tf.distribute; --batch-size is global, split between replicas)")
+    dist.add_argument("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker"), default=D["strategy"],
+                      help="auto: every GPU when there are several; mirrored: every GPU of this machine; "
+                           "multi_worker: the machines in TF_CONFIG (run the same command on each)")
+
     out = parser.add_argument_group("Output")
     out.add_argument("--run-name", default=D["run_name"], help="run directory name (default: MODEL-DATASET)")
     out.add_argument("--runs-dir", default=D["runs_dir"], help="where run directories go")

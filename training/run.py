@@ -32,6 +32,8 @@ DEFAULTS = {
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
     "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
     "fit_on_val": False,
+    # Distribution (training.distribute): --batch-size stays the global batch
+    "strategy": "auto",
     # Output
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
 }
@@ -237,6 +239,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
     from augment import predict_tta
     from insight import diagnose, mistakes
     from serving.export import export_savedmodel
+    from training.distribute import agree_on_epochs, describe, is_chief, make_strategy, worker_runs_dir
     from training.model import inference_model
     from training.phases import completed_epochs, run_phases, steps_per_epoch
     from training.pipeline import make_pipeline
@@ -251,8 +254,14 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
             zoo.get(config["model"])  # an unknown name fails before any data is read
         except ValueError as error:
             raise UserError(str(error)) from None
+    # First, before other TensorFlow work: a multi-worker strategy must be made before the runtime starts.
+    strategy = make_strategy(config["strategy"])
+    chief = is_chief(strategy)
+    if strategy.num_replicas_in_sync > 1 or config["strategy"] != "auto":
+        log(describe(strategy))
     keras.utils.set_random_seed(config["seed"])
-    backbone = load_backbone(config)
+    with strategy.scope():
+        backbone = load_backbone(config)
     if backbone is not None:
         log(f"Backbone {backbone.name}: input {'x'.join(map(str, backbone.input_shape))}")
     if data is None:
@@ -272,11 +281,12 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
     if counts["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
     augmentation, mix = augmentation_for(config, data)
-    model = build_model(config, data, augmentation, backbone)
+    with strategy.scope():
+        model = build_model(config, data, augmentation, backbone)
 
     if run_dir is None:
         base = config["run_name"] or default_run_name(config)
-        run_dir, resuming, notes = rundir.choose(config["runs_dir"], base, config)
+        run_dir, resuming, notes = rundir.choose(worker_runs_dir(config["runs_dir"], strategy), base, config)
         for note in notes:
             log(note)
     else:
@@ -307,6 +317,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
 
     csv_path = os.path.join(run_dir, "history.csv")
     done = completed_epochs(os.path.join(run_dir, "backup"), phases) if resuming else 0
+    done = agree_on_epochs(strategy, done, os.path.join(run_dir, "backup"), log)
     history = rundir.trim_history(csv_path, done)
     log(f"Resuming run {run_dir} after epoch {done}" if resuming else f"Run directory: {run_dir}")
     steps = steps_per_epoch(len(y_train), config["batch_size"])
@@ -323,7 +334,8 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
                 if factors:
                     log(f"  discriminative rates: {len(factors)} backbone groups at {factors[0]:.3g}-"
                         f"{factors[-1]:.3g} x {phase.lr:g}, head at {phase.lr:g}")
-        compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
+        with strategy.scope():
+            compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
 
     best = run_phases(model, phases, compile_phase=compile_phase, train_ds=train_ds, val_ds=val_ds,
                       run_dir=run_dir, monitor=config["monitor"], patience=config["patience"], history=history,
@@ -360,7 +372,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         log(f"Baseline (backbone features + logistic regression): test accuracy {baseline['test_accuracy']:.4f}")
 
     export_path = None
-    if config["export"]:
+    if config["export"] and chief:  # one export per cluster, the same as a single-device run's
         export_path = export_savedmodel(
             inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
             metadata={"model": model_label(config), "dataset": config["dataset"], "test_accuracy": accuracy,

@@ -20,9 +20,9 @@ import os
 
 from training.errors import UserError
 
-# Configuration keys that only say where outputs go, or how strictly data are checked; changing them
-# still resumes.
-OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict"}
+# Configuration keys that only say where outputs go, how strictly data are checked, or how the same
+# computation is spread over devices (the batch size is global); changing them still resumes.
+OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict", "strategy"}
 
 
 def fingerprint(config: dict) -> dict:

@@ -1,0 +1,196 @@
+"""Fashion-MNIST test accuracy of each zoo family with this toolkit's recipe, beside
+the published results for the same families, and the time to reach 90/93/95%.
+
+    .venv/bin/python bench/bench_fashion.py --quick          # LeNet-5 and ResNet-20 on a subset: a smoke run
+    .venv/bin/python bench/bench_fashion.py --full           # 54,000 training images, the real recipe (hours)
+    .venv/bin/python bench/bench_fashion.py --full --models lenet5 resnet20 --epochs 15
+
+The recipe is what ``train.py`` does: the library's split (10% of the training
+set held out for validation), in-graph augmentation, label smoothing 0.1, a
+one-cycle learning-rate schedule, and each family's optimizer below.  After
+every epoch a callback scores the model (without augmentation) on the 10,000
+test images; the first epoch whose test accuracy reaches a threshold gives the
+"time to" column.  That time is training wall time, the evaluations excluded.
+The reported accuracy is the last epoch's, not the best one seen on the test set.
+
+Published numbers: the "Benchmark" table of the Fashion-MNIST README
+(github.com/zalandoresearch/fashion-mnist, README.md, section "Benchmark";
+submitted results, which the dataset's authors note they have not verified).
+Writes JSON (default bench/results/fashion_quick.json or fashion_full.json).
+It compares; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from machine import machine_info  # noqa: E402
+
+THRESHOLDS = (0.90, 0.93, 0.95)
+
+# Rows of the Fashion-MNIST README's Benchmark table, matched to a zoo family.
+PUBLISHED = {
+    "lenet5_modern": [("2 Conv Layers with 3 FC 1.8M parameters (Normalization)", 0.932),
+                      ("2 Conv Layers net <100K parameters (None)", 0.925),
+                      ("2 Conv Layers 113K parameters (Normalization)", 0.922)],
+    "inception_small": [("GoogleNet with cross-entropy loss (None)", 0.937)],
+    "resnet20": [("ResNet18 (normalization, flips, translation, rotation)", 0.949)],
+    "resnet56": [("ResNet18 (normalization, flips, translation, rotation)", 0.949)],
+    "wrn16_4": [("WRN-28-10 (mean/std, random crops + horizontal flips)", 0.959),
+                ("WRN40-4 8.9M params (mean/std, random crops + horizontal flips)", 0.967)],
+}
+
+# The project's recipe per family: what train.py flags would say.  SGD families follow
+# He et al. (momentum 0.9, weight decay 5e-4), with one-cycle instead of step decay so a
+# short run still ends at a small learning rate.
+COMMON = {"dataset": "fashion_mnist", "label_smoothing": 0.1, "schedule": "onecycle", "batch_size": 128,
+          "preprocessing": "standardize", "seed": 0}
+RECIPES = {
+    "lenet5_modern": {"optimizer": "adam", "lr": 3e-3, "augment": "light", "batch_norm": True, "epochs": 40},
+    "inception_small": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
+                        "epochs": 40},
+    "resnet20": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
+                 "epochs": 40},
+    "resnet56": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
+                 "epochs": 40},
+    "wrn16_4": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
+                "epochs": 40},
+}
+LABELS = {"lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
+          "resnet20": "ResNet-20", "resnet56": "ResNet-56", "wrn16_4": "Wide ResNet WRN-16-4"}
+# Quick: a smoke run of two families.  Fewer steps than this leave batch norm's moving
+# averages unsettled, and the others cost minutes an epoch even on a subset.
+QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "epochs": 2, "batch_size": 64}
+
+
+def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, log=print) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from training.pipeline import make_pipeline
+    from training.run import DEFAULTS, augmentation_for, build_model, compile_model, load_data
+    from training.model import inference_model
+    from training.phases import steps_per_epoch
+
+    tf.get_logger().setLevel("ERROR")  # one predict function per family is expected, not a retracing problem
+    config = {**DEFAULTS, **COMMON, **RECIPES[name], "model": name, "epochs": epochs}
+    config["batch_size"] = batch_size or config["batch_size"]
+    keras.utils.set_random_seed(config["seed"])
+    data = load_data(config)
+    x_train, y_train = data.arrays["train"]
+    x_test, y_test = data.arrays["test"]
+    if train_limit:
+        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+        data.arrays["train"] = (x_train, y_train)
+    if test_limit:
+        x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+    augmentation, _ = augmentation_for(config, data)
+    model = build_model(config, data, augmentation)
+    compile_model(model, config, steps_per_epoch(len(y_train), config["batch_size"]))
+    inference = inference_model(model)
+    train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
+                             seed=config["seed"])
+    test_images = x_test.astype(np.float32)
+
+    class Scorer(keras.callbacks.Callback):
+        """Test accuracy after each epoch; its own time is kept out of the training clock."""
+
+        def __init__(self):
+            super().__init__()
+            self.curve, self.reached, self.excluded = [], {}, 0.0
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            began = time.perf_counter()
+            elapsed = began - self.start - self.excluded
+            predicted = inference.predict(test_images, batch_size=512, verbose=0).argmax(1)
+            accuracy = float(np.mean(predicted == y_test))
+            self.curve.append({"epoch": epoch + 1, "seconds": round(elapsed, 1), "test_accuracy": accuracy,
+                               "train_loss": float(logs.get("loss", float("nan")))})
+            for threshold in THRESHOLDS:
+                if accuracy >= threshold and threshold not in self.reached:
+                    self.reached[threshold] = round(elapsed, 1)
+            log(f"  {name} epoch {epoch + 1}/{epochs}: test accuracy {accuracy:.4f} at {elapsed:.0f} s")
+            self.excluded += time.perf_counter() - began
+
+    scorer = Scorer()
+    model.fit(train_ds, epochs=epochs, callbacks=[scorer], verbose=0)
+    keras.backend.clear_session()
+    last = scorer.curve[-1]
+    return {"model": name, "label": LABELS[name], "recipe": {k: config[k] for k in (*COMMON, *RECIPES[name])},
+            "epochs": epochs, "train_images": int(len(y_train)), "test_images": int(len(y_test)),
+            "parameters": int(inference.count_params()), "test_accuracy": last["test_accuracy"],
+            "train_seconds": last["seconds"],
+            "seconds_to": {f"{t:.2f}": scorer.reached.get(t) for t in THRESHOLDS},
+            "published": [{"row": row, "accuracy": acc} for row, acc in PUBLISHED[name]], "curve": scorer.curve}
+
+
+def table(results: list[dict]) -> str:
+    def minutes(seconds):
+        return "—" if seconds is None else f"{seconds / 60:.1f} min"
+
+    lines = [f"{'family':<28} {'epochs':>6} {'test acc':>8} {'published (best row)':>22} "
+             + " ".join(f"{'to ' + format(t, '.0%'):>9}" for t in THRESHOLDS)]
+    for r in results:
+        best_row, best = max(PUBLISHED[r["model"]], key=lambda p: p[1])
+        lines.append(f"{r['label']:<28} {r['epochs']:>6} {r['test_accuracy']:>8.4f} {best:>22.3f} "
+                     + " ".join(f"{minutes(r['seconds_to'][f'{t:.2f}']):>9}" for t in THRESHOLDS))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="full", action="store_false",
+                      help="4,000 training images, 2 epochs, LeNet-5 and ResNet-20 (default)")
+    size.add_argument("--full", dest="full", action="store_true", help="the whole training split, the recipe's epochs")
+    parser.add_argument("--models", nargs="*", choices=list(RECIPES),
+                        help="families to run (default: all with --full, LeNet-5 and ResNet-20 with --quick)")
+    parser.add_argument("--epochs", type=int, help="override every family's epochs")
+    parser.add_argument("--json", help="output file (default bench/results/fashion_{quick,full}.json)")
+    args = parser.parse_args(argv)
+    out = args.json or os.path.join(os.path.dirname(__file__), "results",
+                                    f"fashion_{'full' if args.full else 'quick'}.json")
+    mode = "full" if args.full else "quick"
+    # Runs of earlier invocations of the same mode stay in the file unless this one repeats their
+    # family and recipe (a full run takes hours; it can be done a family at a time).
+    try:
+        with open(out) as f:
+            earlier = json.load(f)
+        kept = [r for r in earlier["results"] if earlier.get("mode") == mode]
+    except (OSError, ValueError, KeyError):
+        kept = []
+    results = []
+    for name in args.models or (list(RECIPES) if args.full else QUICK["models"]):
+        epochs = args.epochs or (RECIPES[name]["epochs"] if args.full else QUICK["epochs"])
+        limits = {} if args.full else {"train_limit": QUICK["train"], "test_limit": QUICK["test"],
+                                       "batch_size": QUICK["batch_size"]}
+        results.append(run_family(name, epochs=epochs, **limits))
+        def key(r):
+            return r["model"], json.dumps(r["recipe"], sort_keys=True)
+
+        done = {key(r) for r in results}
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:  # after every family, so a long run keeps what it finished
+            json.dump({"mode": mode, "machine": machine_info(),
+                       "results": [r for r in kept if key(r) not in done] + results,
+                       "source": "github.com/zalandoresearch/fashion-mnist README.md, Benchmark table"}, f, indent=2)
+    print(table(results))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
