@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, parse_size  # noqa: E402
 
 THRESHOLDS = (0.90, 0.93, 0.95)
 
@@ -152,18 +152,12 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="full", action="store_false",
-                      help="4,000 training images, 2 epochs, LeNet-5 and ResNet-20 (default)")
-    size.add_argument("--full", dest="full", action="store_true", help="the whole training split, the recipe's epochs")
     parser.add_argument("--models", nargs="*", choices=list(RECIPES),
                         help="families to run (default: all with --full, LeNet-5 and ResNet-20 with --quick)")
     parser.add_argument("--epochs", type=int, help="override every family's epochs")
-    parser.add_argument("--json", help="output file (default bench/results/fashion_{quick,full}.json)")
-    args = parser.parse_args(argv)
-    out = args.json or os.path.join(os.path.dirname(__file__), "results",
-                                    f"fashion_{'full' if args.full else 'quick'}.json")
-    mode = "full" if args.full else "quick"
+    args, mode, out = parse_size("fashion", __doc__, argv, parser=parser,
+                                 quick="4,000 training images, 2 epochs, LeNet-5 and ResNet-20",
+                                 full="the whole training split, the recipe's epochs")
     # Runs of earlier invocations of the same mode stay in the file unless this one repeats their
     # family and recipe (a full run takes hours; it can be done a family at a time).
     try:

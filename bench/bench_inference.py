@@ -21,7 +21,6 @@ It compares; it asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, parse_size  # noqa: E402
 
 SETTINGS = {"quick": {"rounds": 5, "single_calls": 40, "batch_calls": 4},
             "full": {"rounds": 10, "single_calls": 200, "batch_calls": 10}}
@@ -49,15 +48,8 @@ def percentile(values, q):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="full", action="store_false", help="5 rounds (default)")
-    group.add_argument("--full", dest="full", action="store_true", help="10 rounds, more calls each")
-    parser.add_argument("--json", help="output file (default bench/results/inference_{quick,full}.json)")
-    args = parser.parse_args(argv)
-    mode = "full" if args.full else "quick"
+    _, mode, out = parse_size("inference", __doc__, argv, quick="5 rounds", full="10 rounds, more calls each")
     s = SETTINGS[mode]
-    out = args.json or os.path.join(os.path.dirname(__file__), "results", f"inference_{mode}.json")
 
     import keras
     import numpy as np

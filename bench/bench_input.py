@@ -23,7 +23,6 @@ compares; it asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, parse_size  # noqa: E402
 
 SETTINGS = {"quick": {"files": 2000, "size": 64, "repeats": 2}, "full": {"files": 10000, "size": 128, "repeats": 3}}
 BATCH = 64
@@ -107,15 +106,8 @@ def keras_reader(root: str, size: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="full", action="store_false", help="2,000 files at 64x64 (default)")
-    group.add_argument("--full", dest="full", action="store_true", help="10,000 files at 128x128")
-    parser.add_argument("--json", help="output file (default bench/results/input_{quick,full}.json)")
-    args = parser.parse_args(argv)
-    mode = "full" if args.full else "quick"
+    _, mode, out = parse_size("input", __doc__, argv, quick="2,000 files at 64x64", full="10,000 files at 128x128")
     s = SETTINGS[mode]
-    out = args.json or os.path.join(os.path.dirname(__file__), "results", f"input_{mode}.json")
 
     import tensorflow as tf
 
@@ -141,7 +133,8 @@ def main(argv=None) -> int:
     print(f"{s['files']} JPEG files ({source}, {s['size']}x{s['size']} RGB), batches of {BATCH}, "
           f"median of {s['repeats']} alternating repeats")
     print(f"{'reader':<40} {'first pass img/s':>17} {'cached img/s':>13}")
-    print(f"{'imagesets.load(folder:) + pipeline':<40} {rates['ours']['first']:>17,.0f} {rates['ours']['cached']:>13,.0f}")
+    print(f"{'imagesets.load(folder:) + pipeline':<40} {rates['ours']['first']:>17,.0f} "
+          f"{rates['ours']['cached']:>13,.0f}")
     print(f"{'keras.utils.image_dataset_from_directory':<40} {rates['keras']['first']:>17,.0f} "
           f"{rates['keras']['cached']:>13,.0f}")
     print(f"{'ratio (ours / keras)':<40} {ratios['first']:>16.2f}x {ratios['cached']:>12.2f}x")

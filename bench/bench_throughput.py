@@ -22,7 +22,6 @@ It compares; it asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -34,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, parse_size  # noqa: E402
 
 SETTINGS = {
     "quick": {"size": 64, "batch": 16, "rounds": 4, "steps": 2},
@@ -92,15 +91,8 @@ def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size_group = parser.add_mutually_exclusive_group()
-    size_group.add_argument("--quick", dest="full", action="store_false", help="64x64, 4 rounds (default)")
-    size_group.add_argument("--full", dest="full", action="store_true", help="224x224, 6 rounds")
-    parser.add_argument("--json", help="output file (default bench/results/throughput_{quick,full}.json)")
-    args = parser.parse_args(argv)
-    mode = "full" if args.full else "quick"
+    _, mode, out = parse_size("throughput", __doc__, argv, quick="64x64, 4 rounds", full="224x224, 6 rounds")
     s = SETTINGS[mode]
-    out = args.json or os.path.join(os.path.dirname(__file__), "results", f"throughput_{mode}.json")
 
     import keras
     import numpy as np
