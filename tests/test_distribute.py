@@ -141,17 +141,23 @@ def test_a_worker_ahead_of_the_others_steps_back_to_its_previous_checkpoint(tmp_
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data) if isinstance(data, dict) else data)
 
+    import keras
+
+    from training.checkpoint import ResumableCheckpoint
+
     root = tmp_path / "backup"
     write(root / "head.done", {"end_epoch": 2})
     write(root / "finetune.done", {"end_epoch": 4})
-    write(root / "finetune" / "training_metadata.json", {"epoch": 4, "batch": 0})
-    write(root / "finetune" / "training_metadata.json.bkp", {"epoch": 3, "batch": 0})
-    write(root / "finetune" / "latest.weights.h5", "epoch 4")
-    write(root / "finetune" / "latest.weights.h5.bkp", "epoch 3")
+    # A real checkpoint of epochs 3 and 4 (the fine-tuning phase after two head epochs).
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    model.fit(x, y, initial_epoch=2, epochs=4, verbose=0, callbacks=[ResumableCheckpoint(str(root / "finetune"))])
     distribute.roll_back(str(root), 3)
     assert sorted(os.listdir(root)) == ["finetune", "head.done"]
-    assert json.loads((root / "finetune" / "training_metadata.json").read_text())["epoch"] == 3
-    assert (root / "finetune" / "latest.weights.h5").read_text() == "epoch 3"
+    metadata = json.loads((root / "finetune" / "training_metadata.json").read_text())
+    assert metadata == {**metadata, "epoch": 3, "weights": "epoch-3.weights.h5"}
+    assert (root / "finetune" / "epoch-3.weights.h5").is_file()
     with pytest.raises(UserError, match="back to epoch 1"):
         distribute.roll_back(str(root), 1)  # no checkpoint of epoch 1 is kept
     distribute.roll_back(str(root), 0)

@@ -10,11 +10,16 @@ Here each epoch's state (layer weights and the optimizer's variables,
 including its step count, which is the learning-rate schedule's position) goes
 to a new file, written under a temporary name, flushed and renamed.  Only then
 is ``training_metadata.json`` replaced, atomically, to point at it; it is the
-commit.  Older state files are deleted after the commit.  A kill at any
-instant leaves the metadata naming a complete file: the last committed epoch.
+commit.  A kill at any instant leaves the metadata naming a complete file: the
+last committed epoch.  The epoch before it is kept too (``previous``), so a
+multi-worker run whose workers stopped an epoch apart can step the one ahead
+back (``training.distribute.roll_back``); older files are deleted after the
+commit.
 
-    backup/<phase>/training_metadata.json   {"epoch": 3, "weights": "epoch-3.weights.h5", ...}
+    backup/<phase>/training_metadata.json   {"epoch": 3, "weights": "epoch-3.weights.h5",
+                                             "previous": {"epoch": 2, "weights": "epoch-2.weights.h5", ...}}
     backup/<phase>/epoch-3.weights.h5
+    backup/<phase>/epoch-2.weights.h5
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ def read_metadata(backup_dir: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def committed_epoch(backup_dir: str) -> int:
+    """Epochs the checkpoint in ``backup_dir`` has committed (0 when there is none)."""
+    try:
+        return int((read_metadata(backup_dir) or {}).get("epoch", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def commit(backup_dir: str, metadata: dict) -> None:
+    """Replaces the metadata in one step, flushed to disk first: this is what makes a state current."""
+    tmp_meta = os.path.join(backup_dir, f".tmp-{METADATA}")
+    with open(tmp_meta, "w") as f:
+        json.dump(metadata, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_meta, os.path.join(backup_dir, METADATA))
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -92,15 +115,14 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         steps = int(optimizer.iterations.numpy()) if optimizer is not None else None
         metadata = {"epoch": epoch + 1, "weights": name, "optimizer_steps": steps}
-        tmp_meta = os.path.join(self.backup_dir, f".tmp-{METADATA}")
-        with open(tmp_meta, "w") as f:
-            json.dump(metadata, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_meta, os.path.join(self.backup_dir, METADATA))
+        previous = read_metadata(self.backup_dir)
+        if previous and previous.get("epoch", 0) < epoch + 1 and previous.get("weights") != name:
+            metadata["previous"] = {k: previous[k] for k in ("epoch", "weights", "optimizer_steps") if k in previous}
+        commit(self.backup_dir, metadata)
         self._crash_if("committed", epoch)
+        keep = {name, metadata.get("previous", {}).get("weights")}
         for other in os.listdir(self.backup_dir):
-            if other.endswith(".weights.h5") and other != name:
+            if other.endswith(".weights.h5") and other not in keep:
                 os.remove(os.path.join(self.backup_dir, other))
 
     def on_train_end(self, logs=None):

@@ -133,6 +133,8 @@ def roll_back(backup_root: str, epoch: int) -> None:
     """Makes ``backup_root`` (one folder per phase) hold the state after ``epoch`` epochs."""
     import shutil
 
+    from training.checkpoint import commit, read_metadata
+
     if epoch == 0:
         shutil.rmtree(backup_root, ignore_errors=True)
         return
@@ -147,25 +149,14 @@ def roll_back(backup_root: str, epoch: int) -> None:
             if end is None or end > epoch:
                 os.remove(path)  # that phase is unfinished again
             continue
-        metadata = os.path.join(path, "training_metadata.json")
-        try:
-            with open(metadata) as f:
-                saved = int(json.load(f)["epoch"])
-        except (OSError, ValueError, KeyError):
+        metadata = read_metadata(path)
+        if not metadata or int(metadata.get("epoch", 0)) <= epoch:
             continue
-        if saved <= epoch:
-            continue
-        try:
-            with open(metadata + ".bkp") as f:
-                previous = int(json.load(f)["epoch"])
-        except (OSError, ValueError, KeyError):
-            previous = None
-        if previous != epoch:
+        previous = metadata.get("previous") or {}
+        if previous.get("epoch") != epoch:
             raise UserError(f"Cannot take {path!r} back to epoch {epoch} (its previous checkpoint is of epoch "
-                            f"{previous}); delete the run directories of every worker and start again")
-        os.replace(metadata + ".bkp", metadata)
-        weights = os.path.join(path, "latest.weights.h5")
-        os.replace(weights + ".bkp", weights)
+                            f"{previous.get('epoch')}); delete the run directories of every worker and start again")
+        commit(path, previous)
 
 
 _PATCHED = False

@@ -61,7 +61,9 @@ def completed_epochs(backup_root: str, phases: list[Phase]) -> int:
     for phase in phases:
         end = _read_marker(backup_root, phase)
         if end is None:
-            return max(done, rundir.completed_epochs(os.path.join(backup_root, phase.name)))
+            from training.checkpoint import committed_epoch
+
+            return max(done, committed_epoch(os.path.join(backup_root, phase.name)))
         done = end
     return done
 

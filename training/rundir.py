@@ -96,15 +96,6 @@ def write_identity(run_dir: str, identity: dict) -> None:
     write_json(os.path.join(run_dir, IDENTITY), identity)
 
 
-def completed_epochs(backup_dir: str) -> int:
-    """Epochs that a phase's checkpoint (``training.checkpoint``) has committed."""
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def read_history(csv_path: str) -> list[dict]:
     if not os.path.isfile(csv_path):
         return []
