@@ -344,13 +344,19 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
     train_seconds = time.time() - started
 
     history = rundir.read_history(csv_path)
+    best_epoch = best.best_epoch if best is not None else None
+    fitted = {  # what training alone tells: a search trial's whole result
+        "best_epoch": best_epoch + 1 if best_epoch is not None else None,
+        f"best_{config['monitor']}": best.best if best is not None else None,
+        "epochs_run": len(history),
+        "stopped_early": best is not None and best.stopped_epoch is not None,
+        "train_seconds_this_session": round(train_seconds, 2),
+    }
+    if history:
+        fitted["final_epoch"] = {k: v for k, v in history[-1].items() if k != "epoch"}
     if not evaluate:
-        metrics = {"best_epoch": best.best_epoch + 1 if best and best.best_epoch is not None else None,
-                   f"best_{config['monitor']}": best.best if best is not None else None,
-                   "epochs_run": len(history), "train_seconds_this_session": round(train_seconds, 2),
-                   "final_epoch": {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}}
-        rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        return {**metrics, "history": history, "run_dir": run_dir}
+        rundir.write_json(os.path.join(run_dir, "metrics.json"), fitted)
+        return {**fitted, "history": history, "run_dir": run_dir}
     title = f"{model_label(config)} on {config['dataset']}"
     plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"), title=title)
     inference = inference_model(model)
@@ -377,16 +383,11 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
             inference, config["export_dir"], os.path.basename(run_dir), class_names=data.class_names,
             metadata={"model": model_label(config), "dataset": config["dataset"], "test_accuracy": accuracy,
                       "flips": flips_for(config), "run_dir": os.path.abspath(run_dir)})
-    best_epoch = best.best_epoch if best is not None else None
     metrics = {
         "test_accuracy": accuracy,
         "test_samples": int(len(y_test)),
         "tta": config["tta"],
-        "best_epoch": best_epoch + 1 if best_epoch is not None else None,
-        f"best_{config['monitor']}": best.best if best is not None else None,
-        "epochs_run": len(history),
-        "stopped_early": best is not None and best.stopped_epoch is not None,
-        "train_seconds_this_session": round(train_seconds, 2),
+        **fitted,
         "parameters": int(inference.count_params()),
         "counts": counts,
         "class_names": data.class_names,
@@ -399,9 +400,6 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         "diagnosis": diagnose(history, num_classes=data.num_classes),
         "confused_pairs": confused,
     }
-    if history:
-        last = history[-1]
-        metrics["final_epoch"] = {k: v for k, v in last.items() if k != "epoch"}
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     metrics["run_dir"] = run_dir
     return metrics

@@ -117,14 +117,14 @@ def main(argv: list[str]) -> int:
     name = args.search_name or f"search-{run.default_run_name(config)}"
     folder = os.path.join(config["runs_dir"], name)
     check_same_search(folder, config, space, settings)
-    # Bad data settings fail here, once, rather than in every trial.
-    run.load_data(config, run.load_backbone(config))
+    # Bad data settings fail here, once, rather than in every trial; the trials reuse what is loaded.
+    data = run.load_data(config, run.load_backbone(config))
 
     print(f"Search {folder}: {settings.tuner}, {settings.max_trials} trials of up to {trial_epochs} epochs, "
           f"by {settings.objective}")
     for key, param in space.items():
         print(f"  {key}: {param.describe()}")
-    tuner, finished = run_search(config, space, settings, folder=folder)
+    tuner, finished = run_search(config, space, settings, folder=folder, data=data)
     if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and "KERASTUNER_ORACLE_IP" in os.environ:
         print("Worker finished: the chief writes the results and retrains the best settings.")
         return 0
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> int:
     from training.run import summary_lines, train
 
     print(f"Retraining trial {best['trial']}'s settings ({args.final}) ...")
-    metrics = train(final)
+    metrics = train(final, data=tuner.data_for(final))
     rundir.write_json(os.path.join(folder, "best.json"), {"trial": best["trial"], "score": best["score"],
                                                           "settings": best["settings"],
                                                           "final": args.final, "run_dir": metrics["run_dir"],

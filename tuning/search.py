@@ -91,10 +91,10 @@ class TrainingTuner(BaseTuner):
     """Runs each trial as a training run in the trial's own folder."""
 
     def __init__(self, oracle, *, base: dict, settings: SearchSettings, directory: str, project_name: str,
-                 log=print):
+                 log=print, data=None):
         self.base, self.settings, self.log = base, settings, log
         self.started = time.time()
-        self._data = {}
+        self._data = {} if data is None else {self.data_key(base): data}  # ``data``: the base config's, loaded
         super().__init__(oracle, directory=directory, project_name=project_name)
 
     def trial_config(self, values: dict) -> dict:
@@ -110,12 +110,16 @@ class TrainingTuner(BaseTuner):
             config["epochs"] = budget
         return config
 
+    @staticmethod
+    def data_key(config: dict) -> str:
+        return json.dumps([config[k] for k in ("dataset", "data_dir", "image_size", "channels", "val_fraction",
+                                               "test_fraction", "seed", "backbone")])
+
     def data_for(self, config: dict):
         """Loaded once per input (dataset, size, backbone) and shared by the trials."""
         from training.run import load_backbone, load_data
 
-        key = json.dumps([config[k] for k in ("dataset", "data_dir", "image_size", "channels", "val_fraction",
-                                              "test_fraction", "seed", "backbone")])
+        key = self.data_key(config)
         if key not in self._data:
             self._data[key] = load_data(config, load_backbone(config))
         return self._data[key]
@@ -300,17 +304,19 @@ def serve_oracle(tuner, *, log=print, poll: float = 1.0) -> None:
         server.stop(grace=1)
 
 
-def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str, log=print):
+def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str, log=print, data=None):
     """Runs (or continues) the search stored in ``folder``; returns (tuner, finished?).
 
     ``finished`` is False when the time limit ended it early; running the
-    same search again continues from where it stopped.
+    same search again continues from where it stopped.  ``data``, when
+    given, is ``base``'s data already loaded.
     """
     hp = keras_tuner.HyperParameters()
     declare(hp, space, base)
     oracle = make_oracle(settings, hp)
     directory, project = os.path.split(os.path.abspath(folder))
-    tuner = TrainingTuner(oracle, base=base, settings=settings, directory=directory, project_name=project, log=log)
+    tuner = TrainingTuner(oracle, base=base, settings=settings, directory=directory, project_name=project, log=log,
+                          data=data)
     if settings.tuner == "hyperband":
         tuner.oracle.max_trials = settings.max_trials  # a reloaded oracle forgets what is not in its state
     try:
