@@ -30,14 +30,9 @@ from training.errors import UserError
 
 def read_member(path: str) -> tuple[str, dict]:
     """(version directory, metadata) of an export, checked to carry its Keras model."""
-    from serving.load import resolve_export
+    from serving.load import read_metadata
 
-    version_dir = resolve_export(path)
-    try:
-        with open(os.path.join(version_dir, "assets", "metadata.json"), encoding="utf-8") as f:
-            metadata = json.load(f)
-    except (OSError, ValueError):
-        raise UserError(f"{version_dir!r} is not one of this toolkit's exports (no assets/metadata.json)") from None
+    version_dir, metadata = read_metadata(path)
     if not os.path.isfile(os.path.join(version_dir, "assets", "model.keras")):
         raise UserError(f"Export {version_dir!r} has no assets/model.keras (exported by an older version); "
                         "export its run again")

@@ -75,12 +75,8 @@ def find_lr(config: dict, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps
         import transfer
 
         transfer.freeze(backbone.features, "all")  # the head phase: what --lr drives
-    from training.optim import make_optimizer
-
-    optimizer = make_optimizer(config["optimizer"], start_lr, momentum=config["momentum"],
-                               nesterov=config["nesterov"], weight_decay=config["weight_decay"])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"]))
+    # The run's own optimizer and loss, at a constant rate that the sweep then sets step by step.
+    run.compile_model(model, {**config, "schedule": "constant"}, 1, lr=start_lr)
     x_train, y_train = data.arrays["train"]
     dataset = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
                             seed=config["seed"])

@@ -44,16 +44,21 @@ class LoadedExport:
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def load_export(path: str) -> LoadedExport:
-    import tensorflow as tf
-
+def read_metadata(path: str) -> tuple[str, dict]:
+    """(version directory, its ``assets/metadata.json``) of an export, without loading the model."""
     version_dir = resolve_export(path)
     try:
         with open(os.path.join(version_dir, "assets", "metadata.json"), encoding="utf-8") as f:
-            metadata = json.load(f)
+            return version_dir, json.load(f)
     except (OSError, ValueError):
         raise UserError(f"{version_dir!r} is a SavedModel but not one of this toolkit's exports "
                         "(assets/metadata.json is missing or unreadable)") from None
+
+
+def load_export(path: str) -> LoadedExport:
+    import tensorflow as tf
+
+    version_dir, metadata = read_metadata(path)
     try:
         loaded = tf.saved_model.load(version_dir)
         signature = loaded.signatures["serving_default"]
