@@ -134,6 +134,7 @@ def roll_back(backup_root: str, epoch: int) -> None:
     import shutil
 
     from training.checkpoint import commit, read_metadata
+    from training.phases import read_marker
 
     if epoch == 0:
         shutil.rmtree(backup_root, ignore_errors=True)
@@ -141,11 +142,7 @@ def roll_back(backup_root: str, epoch: int) -> None:
     for entry in sorted(os.listdir(backup_root)) if os.path.isdir(backup_root) else []:
         path = os.path.join(backup_root, entry)
         if entry.endswith(".done"):
-            try:
-                with open(path) as f:
-                    end = int(json.load(f)["end_epoch"])
-            except (OSError, ValueError, KeyError):
-                end = None
+            end = read_marker(path)
             if end is None or end > epoch:
                 os.remove(path)  # that phase is unfinished again
             continue

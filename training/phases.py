@@ -47,12 +47,17 @@ def _marker(backup_root, phase):
     return os.path.join(backup_root, f"{phase.name}.done")
 
 
-def _read_marker(backup_root, phase):
+def read_marker(path: str) -> int | None:
+    """The epoch a finished phase ended at, from its ``<phase>.done`` file (None: not finished)."""
     try:
-        with open(_marker(backup_root, phase)) as f:
+        with open(path) as f:
             return int(json.load(f)["end_epoch"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _read_marker(backup_root, phase):
+    return read_marker(_marker(backup_root, phase))
 
 
 def completed_epochs(backup_root: str, phases: list[Phase]) -> int:
