@@ -214,7 +214,12 @@ def main(argv=None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
 
-            return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+            try:
+                return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+            except KeyboardInterrupt:
+                print(f"\nInterrupted. Run the same command again to continue where {argv[0]} stopped.",
+                      file=sys.stderr)
+                return 130
         config, args = resolve_config(argv)
         if args.list_models:
             list_models()
