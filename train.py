@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="while the backbone is frozen and nothing augments, compute its features once and "
                          "train the head on them")
     tl.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=D["baseline"],
-                    help="also score backbone features + scikit-learn logistic regression on the same split")
+                    help="also print the linear probe's (backbone features + logistic regression) test accuracy")
+    tl.add_argument("--min-phase-steps", type=int, default=D["min_phase_steps"], metavar="STEPS",
+                    help="each transfer phase takes at least this many optimizer steps; a small folder is passed "
+                         "over several times an epoch")
 
     aug = parser.add_argument_group("Augmentation (in the model graph, training only; never exported)")
     aug.add_argument("--augment", default=D["augment"],

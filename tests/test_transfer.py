@@ -420,7 +420,7 @@ def test_head_model_shapes():
     assert [layer.name for layer in head.layers if isinstance(layer, keras.layers.Dense)] == \
         ["head_hidden1", "head_hidden2", "predictions"]
     vectors = head_model((100,), 3, dropout=0)
-    assert [type(layer).__name__ for layer in vectors.layers] == ["InputLayer", "Dense"]
+    assert [type(layer).__name__ for layer in vectors.layers] == ["InputLayer", "Standardize", "Dense"]
     with pytest.raises(ValueError, match="pooling"):
         head_model((4, 4, 16), 5, pooling="mean")
     mlp = load_backbone("mlp", input_shape=(28, 28, 1), weights=None)  # 2-D features: no pooling

@@ -33,6 +33,9 @@ class Phase:
         fit_model: the model to fit when it is not the full model (the head
             alone, on cached features); its datasets come from ``datasets``.
         datasets: (train, val) for ``fit_model``; None uses the run's.
+        passes: passes over the training data in one epoch (more than one
+            only for a small training split; see ``passes_for``).
+        warmup_epochs: linear warm-up of the learning rate, in epochs.
     """
 
     name: str
@@ -41,6 +44,8 @@ class Phase:
     prepare: Callable = lambda model: None
     fit_model: object = None
     datasets: tuple | None = None
+    passes: int = 1
+    warmup_epochs: float = 0.0
 
 
 def _marker(backup_root, phase):
@@ -105,8 +110,10 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             continue
         if index > 0:
             load_best(model, best_path)  # a new phase starts from the best weights so far
-        if len(phases) > 1:
-            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}")
+        if len(phases) > 1 or phase.passes > 1:
+            passes = f", {phase.passes} passes over the training data an epoch" if phase.passes > 1 else ""
+            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}"
+                f"{passes}")
         phase.prepare(model)
         target = phase.fit_model or model
         compile_phase(target, phase)
@@ -122,6 +129,8 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             ResumableCheckpoint(os.path.join(backup_root, phase.name)),
         ]
         fit_train, fit_val = phase.datasets or (train_ds, val_ds)
+        if phase.passes > 1:
+            fit_train = fit_train.repeat(phase.passes)  # each repetition reshuffles
         target.fit(fit_train, validation_data=fit_val, initial_epoch=start, epochs=start + phase.epochs,
                    callbacks=callbacks, class_weight=class_weight, verbose=verbose,
                    shuffle=False)  # the pipeline shuffles; Keras would only warn
@@ -134,3 +143,13 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:
     return int(np.ceil(samples / batch_size))
+
+
+def passes_for(epochs: int, steps: int, min_steps: int) -> int:
+    """Passes over the data per epoch that give a phase of ``epochs`` at least ``min_steps`` optimizer steps.
+
+    A folder of a few dozen images makes one or two steps an epoch: too few for
+    a schedule to do anything before it is over.  Repeating the data inside
+    each epoch keeps the epoch count (and the curves) the user asked for.
+    """
+    return max(1, int(np.ceil(min_steps / max(1, epochs * steps))))

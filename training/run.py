@@ -26,7 +26,7 @@ DEFAULTS = {
     # Transfer learning (a --backbone replaces --model)
     "backbone": None, "weights": "imagenet", "freeze": "from:auto", "finetune_epochs": 0, "finetune_lr": None,
     "discriminative_lr": None,
-    "head_dropout": 0.2, "head_hidden": [], "baseline": False, "feature_cache": True,
+    "head_dropout": 0.2, "head_hidden": [], "baseline": False, "feature_cache": True, "min_phase_steps": 100,
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
@@ -118,14 +118,16 @@ def build_model(config: dict, data, augmentation=None, backbone=None):
     return assemble(network, data.input_shape, preprocessing=preprocessing, augmentation=augmentation)
 
 
-def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None, lr_multipliers=None):
+def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None, lr_multipliers=None,
+                  warmup_epochs=None):
     import keras
 
     from training.optim import make_optimizer, make_schedule
 
+    warmup = config["warmup_epochs"] or warmup_epochs or 0.0
     try:
         schedule = make_schedule(config["schedule"], lr or config["lr"], steps_per_epoch=steps_per_epoch,
-                                 epochs=epochs or config["epochs"], warmup_epochs=config["warmup_epochs"],
+                                 epochs=epochs or config["epochs"], warmup_epochs=warmup,
                                  step_epochs=config["step_epochs"], step_gamma=config["step_gamma"])
         optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
                                    nesterov=config["nesterov"], weight_decay=config["weight_decay"],
@@ -169,6 +171,8 @@ def check_config(config: dict) -> None:
     for key in ("epochs", "batch_size"):
         if int(config[key]) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    if int(config["min_phase_steps"]) < 0:
+        raise UserError(f"--min-phase-steps must be 0 or more, got {config['min_phase_steps']}")
     if not config["lr"] > 0:
         raise UserError(f"--lr must be > 0, got {config['lr']}")
     if config["tta"] not in ("none", "flip", "ten_crop"):
@@ -182,10 +186,20 @@ def check_config(config: dict) -> None:
         raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
 
 
-def plan_phases(config: dict, model, data, backbone, augmentation, mix) -> list:
-    """One phase for a zoo model; for a backbone, the head first, then optional fine-tuning."""
+# Fine-tuning warms its rate up over this share of its steps: a fresh optimizer's first moments are noisy,
+# and the first steps are the ones that reach the pretrained weights.
+FINETUNE_WARMUP = 0.1
+
+
+def plan_phases(config: dict, model, data, backbone, augmentation, mix, start=None, steps: int = 1) -> list:
+    """One phase for a zoo model; for a backbone, the head first, then optional fine-tuning.
+
+    ``start`` is the run's ``transfer.ProbeStart`` (its features feed the fast
+    path); ``steps`` the optimizer steps in one pass over the training data.
+    A transfer phase gets at least ``min_phase_steps`` steps however small the folder.
+    """
     from training.model import network_of
-    from training.phases import Phase
+    from training.phases import Phase, passes_for
 
     if backbone is None:
         return [Phase("train", config["epochs"], config["lr"])]
@@ -204,6 +218,10 @@ def plan_phases(config: dict, model, data, backbone, augmentation, mix) -> list:
             transfer.freeze(features, policy)
         except ValueError as error:
             raise UserError(f"--freeze {config['freeze']!r}: {error}") from None
+        if not features.trainable_weights:
+            raise UserError(f"--freeze {config['freeze']!r} ({policy}) leaves no weight of backbone "
+                            f"{backbone.name!r} to fine-tune (batch norm always stays frozen); choose layers with "
+                            "kernels, e.g. --freeze last:2 or --freeze from:LAYER, or drop --finetune-epochs")
 
     head = Phase("head", config["epochs"], config["lr"], prepare=freeze_all)
     if config["feature_cache"] and augmentation is None and mix is None:
@@ -211,9 +229,9 @@ def plan_phases(config: dict, model, data, backbone, augmentation, mix) -> list:
         # so its features are computed once and only the head is fitted on them.
         from training.pipeline import make_pipeline
 
-        head_model = network_of(model).get_layer("head")
-        cached = {split: transfer.extract_features(backbone, data.arrays[split][0]) for split in ("train", "val")}
-        head.fit_model = head_model
+        cached = start.features if start is not None else {
+            split: transfer.extract_features(backbone, data.arrays[split][0]) for split in ("train", "val")}
+        head.fit_model = network_of(model).get_layer("head")
         head.datasets = (
             make_pipeline(cached["train"], data.arrays["train"][1], data.num_classes,
                           batch_size=config["batch_size"], shuffle=True, seed=config["seed"], cast=False),
@@ -222,8 +240,48 @@ def plan_phases(config: dict, model, data, backbone, augmentation, mix) -> list:
     phases = [head]
     if config["finetune_epochs"]:
         lr = config["finetune_lr"] or config["lr"] / 10
-        phases.append(Phase("finetune", config["finetune_epochs"], lr, prepare=unfreeze_top))
+        phases.append(Phase("finetune", config["finetune_epochs"], lr, prepare=unfreeze_top,
+                            warmup_epochs=FINETUNE_WARMUP * config["finetune_epochs"]))
+    for phase in phases:
+        phase.passes = passes_for(phase.epochs, steps, config["min_phase_steps"])
     return phases
+
+
+def start_from_probe(config: dict, model, data, backbone, log, *, score_test: bool = True):
+    """LP-FT's first half: the linear probe, fitted on the frozen features, becomes the head's start."""
+    import transfer
+    from training.model import network_of
+
+    start = transfer.start_from_probe(backbone, network_of(model).get_layer("head"), data.arrays, data.num_classes,
+                                      fit_on_val=config["fit_on_val"], score_test=score_test,
+                                      class_weight="balanced" if config["class_weight"] == "balanced" else None)
+    log(f"Linear probe (logistic regression on the frozen features): validation accuracy "
+        f"{start.accuracy('val'):.4f}; the head starts from it")
+    return start
+
+
+def keep_the_better(model, inference, start, probe_weights, data, log) -> dict:
+    """LP-FT's floor: the network is kept only if it is not below the probe on validation.
+
+    Returns what ``metrics.json`` records under "probe": both validation scores,
+    the probe's test accuracy, the network's own test accuracy and which was kept.
+    """
+    import transfer
+
+    x_val, y_val = data.arrays["val"]
+    predicted = inference.predict(x_val.astype(np.float32), batch_size=256, verbose=0).argmax(-1)
+    network_val = float(np.mean(predicted == y_val))
+    x_test, y_test = data.arrays["test"]
+    network_test = float(np.mean(inference.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
+                                 .argmax(-1) == y_test)) if len(y_test) else None
+    kept = transfer.choose(network_val, start.accuracy("val"))
+    log(f"Validation accuracy: network {network_val:.4f}, linear probe {start.accuracy('val'):.4f}")
+    if kept == "probe":
+        log("The trained network ends below the linear probe on validation: keeping the probe instead "
+            "(the pretrained backbone with the probe as its head)")
+        model.set_weights(probe_weights)
+    return {**start.summary(), "network_val_accuracy": network_val, "network_test_accuracy": network_test,
+            "kept": kept, "head_start": start.how}
 
 
 def train(config: dict, log=print, *, run_dir: str | None = None, data=None, evaluate: bool = True) -> dict:
@@ -313,14 +371,16 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         train_ds = train_ds.map(mix)
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
     started = time.time()  # includes computing cached features, so the fast path is timed fairly
-    phases = plan_phases(config, model, data, backbone, augmentation, mix)
+    start = start_from_probe(config, model, data, backbone, log, score_test=evaluate) if backbone else None
+    probe_weights = model.get_weights() if start is not None else None
+    steps = steps_per_epoch(len(y_train), config["batch_size"])
+    phases = plan_phases(config, model, data, backbone, augmentation, mix, start, steps)
 
     csv_path = os.path.join(run_dir, "history.csv")
     done = completed_epochs(os.path.join(run_dir, "backup"), phases) if resuming else 0
     done = agree_on_epochs(strategy, done, os.path.join(run_dir, "backup"), log)
     history = rundir.trim_history(csv_path, done)
     log(f"Resuming run {run_dir} after epoch {done}" if resuming else f"Run directory: {run_dir}")
-    steps = steps_per_epoch(len(y_train), config["batch_size"])
 
     def compile_phase(target, phase):
         multipliers = None
@@ -335,7 +395,8 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
                     log(f"  discriminative rates: {len(factors)} backbone groups at {factors[0]:.3g}-"
                         f"{factors[-1]:.3g} x {phase.lr:g}, head at {phase.lr:g}")
         with strategy.scope():
-            compile_model(target, config, steps, lr=phase.lr, epochs=phase.epochs, lr_multipliers=multipliers)
+            compile_model(target, config, steps * phase.passes, lr=phase.lr, epochs=phase.epochs,
+                          lr_multipliers=multipliers, warmup_epochs=phase.warmup_epochs)
 
     best = run_phases(model, phases, compile_phase=compile_phase, train_ds=train_ds, val_ds=val_ds,
                       run_dir=run_dir, monitor=config["monitor"], patience=config["patience"], history=history,
@@ -360,6 +421,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
     title = f"{model_label(config)} on {config['dataset']}"
     plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"), title=title)
     inference = inference_model(model)
+    probe = keep_the_better(model, inference, start, probe_weights, data, log) if start else None
     x_test, y_test = data.arrays["test"]
     probabilities = predict_tta(inference, x_test.astype(np.float32), config["tta"], flips=flips_for(config))
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
@@ -371,10 +433,9 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
                                title=f"{title}: most confident mistakes")
     model.save(os.path.join(run_dir, "model.keras"))
     baseline = None
-    if config["baseline"] and backbone is not None:
-        import transfer
-
-        baseline = transfer.sklearn_baseline(backbone, data)
+    if config["baseline"] and probe is not None:
+        baseline = {key: probe[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy", "feature_dim",
+                                                "classifier")}
         log(f"Baseline (backbone features + logistic regression): test accuracy {baseline['test_accuracy']:.4f}")
 
     export_path = None
@@ -395,6 +456,7 @@ def train(config: dict, log=print, *, run_dir: str | None = None, data=None, eva
         "per_class": report,
         "skipped_files": len(data.skipped),
         "baseline": baseline,
+        "probe": probe,
         "export_path": export_path,
         "config": config,
         "diagnosis": diagnose(history, num_classes=data.num_classes),
@@ -409,6 +471,12 @@ def summary_lines(metrics: dict) -> list[str]:
     lines = [f"Test accuracy: {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images "
              f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']})",
              f"Run directory: {metrics['run_dir']}"]
+    probe = metrics.get("probe")
+    if probe:
+        kept = "the network" if probe["kept"] == "network" else "the linear probe, which beat the network"
+        lines.append(f"Linear probe: test accuracy {probe['test_accuracy']:.4f}, validation "
+                     f"{probe['val_accuracy']:.4f} (network: validation {probe['network_val_accuracy']:.4f}); "
+                     f"kept {kept}")
     if metrics["export_path"]:
         lines.append(f"Exported: {metrics['export_path']}")
     from insight.diagnose import summary as diagnosis_lines

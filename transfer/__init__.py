@@ -18,9 +18,12 @@ The story, in the order a run follows it:
    preprocessing=backbone.preprocessing)`` turns it into a training model
    whose exports take raw pixels like any other.
 
-3. **Train in two phases.**  First ``freeze(backbone, "all")`` and train the
-   head at an ordinary learning rate: a random head would otherwise send
-   large gradients into the pretrained weights.  Then unfreeze the top
+3. **Start from a linear probe, then train in two phases (LP-FT).**
+   ``start_from_probe`` fits a logistic regression on the frozen features and
+   starts the head from it: a random head would otherwise send large
+   gradients into the pretrained weights, and on a small folder might not
+   finish learning before fine-tuning starts.  Then ``freeze(backbone,
+   "all")`` and train the head at an ordinary learning rate.  Then unfreeze the top
    (``freeze(backbone, "from:auto")``, or ``last:N``, ``blocks:N``,
    ``fraction:F``, ``pattern:REGEX``), recompile, and fine-tune at a rate
    about ten times smaller; ``discriminative_multipliers`` slows the earlier
@@ -32,8 +35,10 @@ The story, in the order a run follows it:
    trains on the stored features, and ``classifier_network(backbone,
    head=head)`` puts that same head back on the backbone.
 
-5. **Baseline.**  ``sklearn_baseline(backbone, data)`` fits a logistic
-   regression on pooled frozen features: the number fine-tuning has to beat.
+5. **The floor.**  The probe is the number fine-tuning has to beat:
+   ``choose`` keeps the fine-tuned network only if it is not below the probe
+   on validation.  ``sklearn_baseline(backbone, data)`` scores the same probe
+   on every split.
 
 Loading a ``.keras`` file that holds a transfer model needs this package
 imported first: it registers ``ImagenetPreprocessing`` and ``InferenceMode``.
@@ -49,6 +54,7 @@ from transfer.backbones import (
     names,
 )
 from transfer.features import extract_features, feature_extractor, pooled, sklearn_baseline
+from transfer.finetune import ProbeStart, choose, start_from_probe
 from transfer.freeze import (
     POLICY_FORMS,
     describe_freeze,
@@ -58,7 +64,8 @@ from transfer.freeze import (
     parameter_counts,
     unfreeze,
 )
-from transfer.heads import InferenceMode, classifier_network, head_model
+from transfer.heads import InferenceMode, Standardize, classifier_network, head_model
+from transfer.probe import Probe, fit_probe, initialize_head
 
 __all__ = [
     "BACKBONES",
@@ -68,18 +75,25 @@ __all__ = [
     "BackboneSpec",
     "ImagenetPreprocessing",
     "InferenceMode",
+    "Probe",
+    "ProbeStart",
+    "Standardize",
+    "choose",
     "classifier_network",
     "describe_freeze",
     "discriminative_multipliers",
     "extract_features",
     "feature_extractor",
+    "fit_probe",
     "freeze",
     "head_model",
+    "initialize_head",
     "leaf_layers",
     "load_backbone",
     "names",
     "parameter_counts",
     "pooled",
     "sklearn_baseline",
+    "start_from_probe",
     "unfreeze",
 ]

@@ -534,7 +534,10 @@ def block_of(layer_name: str) -> str | None:
 def default_fine_tune_from(features: keras.Model) -> str | None:
     """Where to start fine-tuning a network that is not in ``BACKBONES``:
     its last stage (``stage4_``) if its layers are named by stage, else its
-    last block, else its last layer with weights (LeNet's ``c5_conv``)."""
+    last block, else its last layer with a kernel (LeNet's ``c5_conv``).
+
+    Batch normalization never counts: the batch-norm rule keeps it frozen, so
+    starting at a trailing ``c5_bn`` would fine-tune nothing at all."""
     from transfer.freeze import leaf_layers
 
     leaves = [layer for layer, _ in leaf_layers(features)]
@@ -544,7 +547,8 @@ def default_fine_tune_from(features: keras.Model) -> str | None:
     blocks = [b for b in (block_of(layer.name) for layer in leaves) if b]
     if blocks:
         return blocks[-1]
-    weighted = [layer.name for layer in leaves if layer.weights]
+    weighted = [layer.name for layer in leaves
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
     return weighted[-1] if weighted else None
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from transfer.probe import fit_probe, pool
+
 
 def feature_extractor(backbone) -> keras.Model:
     """Raw 0-255 images -> the backbone's features, in inference mode (built once per backbone,
@@ -37,19 +39,16 @@ def extract_features(backbone, raw_images, batch_size: int = 64) -> np.ndarray:
 
 def pooled(features: np.ndarray) -> np.ndarray:
     """One vector per example: feature maps averaged over their positions."""
-    features = np.asarray(features)
-    if features.ndim == 4:
-        return features.mean(axis=(1, 2))
-    return features.reshape(len(features), -1)
+    return pool(features, "avg")
 
 
 def sklearn_baseline(backbone, data, *, batch_size: int = 64, max_iter: int = 1000) -> dict:
-    """Logistic regression on the backbone's global-average-pooled features.
+    """The linear probe (``transfer.probe``) on the backbone's global-average-pooled features, scored.
 
     The quickest honest baseline for a transfer run: if a fine-tuned network
     does not beat a linear classifier on frozen features, the fine-tuning did
-    not help.  Features are standardized first (scikit-learn's StandardScaler),
-    which logistic regression needs to converge on unscaled activations.
+    not help.  Features are standardized first, which logistic regression
+    needs to converge on unscaled activations.
 
     Args:
         backbone: a ``transfer.Backbone``.
@@ -59,17 +58,16 @@ def sklearn_baseline(backbone, data, *, batch_size: int = 64, max_iter: int = 10
         ``{"train_accuracy", "val_accuracy", "test_accuracy"}`` (None for an
         empty split), ``"feature_dim"`` and ``"classifier"``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     splits = [split for split in ("train", "val", "test") if split in data.arrays]
-    vectors = {split: (pooled(extract_features(backbone, data.arrays[split][0], batch_size)),
+    vectors = {split: (pool(extract_features(backbone, data.arrays[split][0], batch_size)),
                        np.asarray(data.arrays[split][1])) for split in splits}
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    classifier.fit(*vectors["train"])
-    result = {f"{split}_accuracy": (float(classifier.score(x, y)) if len(y) else None)
-              for split, (x, y) in vectors.items()}
-    result["feature_dim"] = int(vectors["train"][0].shape[1])
-    result["classifier"] = f"StandardScaler + LogisticRegression(max_iter={max_iter})"
+    probe = fit_probe(*vectors["train"], data.num_classes, max_iter=max_iter)
+    return scores(probe, vectors)
+
+
+def scores(probe, vectors: dict) -> dict:
+    """A probe's accuracy on each split of ``{split: (vectors, labels)}``, its size and what it is."""
+    result = {f"{split}_accuracy": probe.accuracy(x, y) for split, (x, y) in vectors.items()}
+    result["feature_dim"] = int(probe.kernel.shape[0])
+    result["classifier"] = probe.classifier
     return result

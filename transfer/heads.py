@@ -3,11 +3,17 @@
 ``head_model`` is its own small ``keras.Model`` (named "head"), so the fast
 path can train it alone on precomputed features and then put the very same
 object on the backbone with ``classifier_network(backbone, head=head)``.
+
+Every head standardizes its pooled features first (``Standardize``, identity
+until set): a linear probe fitted on standardized features
+(``transfer.probe``) then becomes the head's starting point exactly, and the
+head trains on well-scaled inputs whatever the backbone's activation scale.
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 HEAD_POOLINGS = ("avg", "max", "flatten")
 
@@ -51,13 +57,34 @@ class InferenceMode(keras.layers.Layer):
         return cls(backbone, **config)
 
 
+@keras.saving.register_keras_serializable(package="transfer")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) * inverse_std`` per feature, with both held as frozen weights.
+
+    Starts as the identity; ``transfer.probe.initialize_head`` sets the
+    statistics of the training features.  Weights rather than constructor
+    arguments, so setting them needs no rebuild and they travel in weight files.
+    """
+
+    def build(self, input_shape):
+        size = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="mean")
+        self.inverse_std = self.add_weight(shape=(size,), initializer="ones", trainable=False, name="inverse_std")
+
+    def call(self, x):
+        return (x - ops.cast(self.mean, x.dtype)) * ops.cast(self.inverse_std, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def head_model(feature_shape, num_classes: int, *, dropout: float = 0.2, hidden=(), pooling: str = "avg",
                name: str = "head") -> keras.Model:
     """A classifier for features of ``feature_shape``.
 
-    Global pooling (4-D feature maps only), then for each ``hidden`` width a
-    dropout and a Dense+ReLU layer, then dropout and a softmax layer named
-    "predictions".
+    Global pooling (4-D feature maps only), standardization (``Standardize``,
+    named "head_standardize"), then for each ``hidden`` width a dropout and a
+    Dense+ReLU layer, then dropout and a softmax layer named "predictions".
 
     Args:
         feature_shape: one example's features, (H, W, C) or (D,).
@@ -83,6 +110,7 @@ def head_model(feature_shape, num_classes: int, *, dropout: float = 0.2, hidden=
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
                 "flatten": keras.layers.Flatten}[pooling]
         x = pool(name="head_pool")(x)
+    x = Standardize(name="head_standardize")(x)
     for i, units in enumerate(hidden, start=1):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"head_dropout{i}")(x)
