@@ -22,6 +22,7 @@ import shutil
 import socket
 import tempfile
 
+from core import compat
 from training.errors import UserError
 
 SIGNATURE = "serving_default"
@@ -102,10 +103,9 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
         archive.track(model)
         archive.add_endpoint(SIGNATURE, serve,
                              input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name="images")])
-        # Tracked assets are copied into the SavedModel's assets/ folder.
-        archive._tf_trackable.metadata_file = tf.saved_model.Asset(os.path.join(assets, "metadata.json"))
-        archive._tf_trackable.class_names_file = tf.saved_model.Asset(os.path.join(assets, "class_names.txt"))
-        archive._tf_trackable.keras_file = tf.saved_model.Asset(os.path.join(assets, "model.keras"))
+        compat.attach_assets(archive, {"metadata_file": os.path.join(assets, "metadata.json"),
+                                       "class_names_file": os.path.join(assets, "class_names.txt"),
+                                       "keras_file": os.path.join(assets, "model.keras")})
         staged = os.path.join(tmp, "model")
         archive.write_out(staged, verbose=False)
         while True:

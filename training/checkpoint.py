@@ -30,6 +30,8 @@ import signal
 
 import keras
 
+from core import compat
+
 METADATA = "training_metadata.json"
 
 # Tests set this to "<point>:<epoch>" to SIGKILL the process at a given point, deterministically:
@@ -85,7 +87,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_begin(self, logs=None):
-        self.model._initial_epoch = None  # Keras never resets it between fits; a later phase must not inherit it
+        # Keras never resets the initial epoch between fits; a later phase must not inherit it.
+        compat.set_initial_epoch(self.model, None)
         metadata = read_metadata(self.backup_dir)
         # Runs checkpointed by Keras' BackupAndRestore (before this callback) kept one latest.weights.h5.
         path = os.path.join(self.backup_dir, (metadata or {}).get("weights", "latest.weights.h5"))
@@ -94,7 +97,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(path)
-        self.model._initial_epoch = int(metadata["epoch"])
+        compat.set_initial_epoch(self.model, int(metadata["epoch"]))
 
     def on_train_batch_end(self, batch, logs=None):
         if batch == 0:
@@ -126,4 +129,4 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 os.remove(os.path.join(self.backup_dir, other))
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None
+        compat.set_initial_epoch(self.model, None)

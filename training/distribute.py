@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 
+from core import compat
 from training.errors import UserError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -72,13 +73,12 @@ def make_strategy(name: str):
     except RuntimeError as error:  # "Collective ops must be configured at program startup"
         raise UserError(f"--strategy multi_worker must start with its process, before other TensorFlow work "
                         f"(run train.py, or call training.run.train first thing): {error}") from None
-    patch_keras_for_multi_worker()
+    compat.patch_multi_worker_fit()  # Keras' fit fails under this strategy without it (keras-team/keras#20585)
     return strategy
 
 
 def is_multi_worker(strategy) -> bool:
-    extended = getattr(strategy, "extended", None)
-    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+    return compat.in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy) -> bool:
@@ -154,50 +154,3 @@ def roll_back(backup_root: str, epoch: int) -> None:
             raise UserError(f"Cannot take {path!r} back to epoch {epoch} (its previous checkpoint is of epoch "
                             f"{previous.get('epoch')}); delete the run directories of every worker and start again")
         commit(path, previous)
-
-
-_PATCHED = False
-
-
-def patch_keras_for_multi_worker() -> None:
-    """Works around two Keras 3 bugs that stop ``fit`` under MultiWorkerMirroredStrategy.
-
-    keras-team/keras#20585 (open; also tensorflow/tensorflow#72388): before the
-    first step Keras asks the strategy to average a whole (images, labels)
-    batch, which MultiWorkerMirroredStrategy cannot do for a tuple; and it
-    averages each step's scalar loss and metrics with ``axis=0``, which fails
-    for scalars.  The replacements take the shapes from this worker's part of
-    the batch, and average scalars over all replicas.  Other strategies go
-    through Keras' own code unchanged.
-    """
-    global _PATCHED
-    if _PATCHED:
-        return
-    import tensorflow as tf
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def local_part(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return value.values[0]
-        return value
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and data_batch is None and is_multi_worker(self.distribute_strategy):
-            for _, _, it in iterator:
-                data_batch = tree.map_structure(local_part, next(it))
-                break
-            iterator = None
-        return original_build(self, iterator=iterator, data_batch=data_batch)
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and is_multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    _PATCHED = True

@@ -10,6 +10,8 @@ import math
 
 import keras
 
+from core import compat
+
 BASES = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
          "rmsprop": keras.optimizers.RMSprop}
 OPTIMIZERS = tuple(BASES)
@@ -120,7 +122,7 @@ class _LayerwiseRates:
         self._scales = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        scale = self._scales[self._get_variable_index(variable)]
+        scale = self._scales[compat.variable_index(self, variable)]
         return super().update_step(gradient, variable, learning_rate if scale == 1.0 else learning_rate * scale)
 
     def get_config(self):

@@ -29,6 +29,7 @@ from typing import Callable
 import keras
 from keras import ops
 
+from core import compat
 from training.errors import UserError
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
@@ -251,9 +252,9 @@ def _download_failure(error: BaseException) -> str | None:
     import socket
     import urllib.error
 
-    match = re.search(r"URL fetch failure on (\S+?):\s", str(error))
-    if match:
-        return match.group(1)
+    url = compat.download_failure_url(error)
+    if url is not None:
+        return url
     if isinstance(error, (urllib.error.URLError, socket.error, ConnectionError, TimeoutError)):
         return ""
     return None
@@ -276,8 +277,7 @@ def _fold_imagenet_rescale(model: keras.Model) -> None:
     sqrt(std) that Keras' EfficientNet adds after its input normalization
     (x -> (x - mean) / sqrt(var) / sqrt(std) == (x - mean) / sqrt(var * std))."""
     norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
-    norm.adapt_variance.assign(norm.adapt_variance * ops.array(IMAGENET_STD_RGB, "float32"))
-    norm.finalize_state()
+    compat.scale_normalization_variance(norm, IMAGENET_STD_RGB)
 
 
 # The published hashes of the no-top ImageNet weights files (md5; sha256 for ConvNeXt), as in
@@ -466,12 +466,12 @@ def _load_failure(error: BaseException) -> str:
     while (error.__cause__ or error.__context__) is not None:
         error = error.__cause__ or error.__context__
     text = _first_line(error)
-    if "Lambda" in text and "safe_mode" in text:
+    if compat.is_lambda_refusal(text):
         return ("it holds a Lambda layer's Python code, which is never run (Keras' safe mode); "
                 "use a model without Lambda layers")
-    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
-    if match:
-        return (f"it names {match.group(1)!r}, which is neither a Keras nor a cnn-classroom layer; "
+    unknown = compat.unknown_object_name(text)
+    if unknown is not None:
+        return (f"it names {unknown!r}, which is neither a Keras nor a cnn-classroom layer; "
                 "only those are loaded from files")
     return text
 

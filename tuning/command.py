@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 
+from core import compat
 from training import rundir
 from training.errors import UserError
 from tuning.search import OBJECTIVES, TUNERS, SearchSettings, results, run_search, short, write_results
@@ -69,7 +70,7 @@ def explicit_keys(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     keys = set()
-    for action in parser._actions:
+    for action in compat.parser_actions(parser):
         if action.dest in DEFAULTS and given & set(action.option_strings):
             keys.add(action.dest)
         if action.dest in DEFAULTS and action.option_strings and any(

@@ -23,9 +23,8 @@ import time
 
 import keras_tuner
 from keras_tuner.engine.base_tuner import BaseTuner
-from keras_tuner.src import config as tuner_config
-from keras_tuner.src.distribute import utils as dist_utils
 
+from core import compat
 from training import rundir
 from training.errors import UserError
 from tuning.space import declare, decoded, to_config
@@ -34,25 +33,22 @@ TUNERS = ("random", "hyperband", "bayesian")
 OBJECTIVES = ("val_accuracy", "val_loss")
 
 
-class _DefaultsFirst:
+def defaults_first(oracle) -> dict | None:
     """Makes an oracle's first proposal the run's own settings (every hyperparameter's
     default), so a search can only report something at least as good as not searching."""
-
-    def _random_values(self):
-        defaults = {hp.name: hp.default for hp in self.hyperparameters.space}
-        if defaults and not self._duplicate(defaults):
-            return defaults
-        return super()._random_values()
+    defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space}
+    if defaults and not compat.already_tried(oracle, defaults):
+        return defaults
+    return None  # keras-tuner's own random proposal
 
 
 # A failed trial prints one line of ours, not keras-tuner's traceback; trial.json keeps the full message.
-tuner_config.DEBUG = False
+compat.print_failed_trial_tracebacks(False)
 
 ORACLES = {
-    "random": type("RandomSearchOracle", (_DefaultsFirst, keras_tuner.oracles.RandomSearchOracle), {}),
-    "hyperband": type("HyperbandOracle", (_DefaultsFirst, keras_tuner.oracles.HyperbandOracle), {}),
-    "bayesian": type("BayesianOptimizationOracle",
-                     (_DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle), {}),
+    "random": compat.proposing_first(keras_tuner.oracles.RandomSearchOracle, defaults_first),
+    "hyperband": compat.proposing_first(keras_tuner.oracles.HyperbandOracle, defaults_first),
+    "bayesian": compat.proposing_first(keras_tuner.oracles.BayesianOptimizationOracle, defaults_first),
 }
 
 
@@ -277,19 +273,10 @@ def serve_oracle(tuner, *, log=print, poll: float = 1.0) -> None:
     once the first worker is told to stop; this one checks every second, and
     prints each trial's line as workers finish it.
     """
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
-
     tuner.oracle.verbose = 0  # our one line per trial replaces keras-tuner's display
     tuner.save()
-    servicer = OracleServicer(tuner.oracle)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
-    server.start()
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server, finished = compat.start_oracle_server(tuner.oracle, address)
     shown = {t.trial_id for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")}
     try:
         while True:
@@ -298,7 +285,7 @@ def serve_oracle(tuner, *, log=print, poll: float = 1.0) -> None:
                 if trial.status in ("COMPLETED", "FAILED") and trial.trial_id not in shown:
                     shown.add(trial.trial_id)
                     log(trial_line(trial, tuner.oracle, tuner.settings))
-            if servicer.stop_triggered and exit_chief(tuner.oracle):
+            if finished():
                 break
     finally:
         server.stop(grace=1)
@@ -320,7 +307,7 @@ def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str
     if settings.tuner == "hyperband":
         tuner.oracle.max_trials = settings.max_trials  # a reloaded oracle forgets what is not in its state
     try:
-        if dist_utils.is_chief_oracle():
+        if compat.is_chief_oracle():
             serve_oracle(tuner, log=log)
         else:
             tuner.search(verbose=0)
@@ -328,7 +315,7 @@ def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str
         log(f"Time limit of {settings.max_minutes:g} min reached; run the same command to continue the search.")
         return tuner, False
     except RuntimeError as error:
-        if "consecutive failures" in str(error):
+        if compat.is_failure_limit(error):
             raise UserError(f"{settings.max_failures} trials in a row failed, the last with: "
                             f"{str(error).splitlines()[-1] if str(error).splitlines() else error}; "
                             "check the fixed settings, or raise --max-failures") from None

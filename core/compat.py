@@ -1,0 +1,349 @@
+"""Every use of a library's private internals, behind small named functions.
+
+Keras, keras-tuner, TensorFlow and argparse do not promise to keep what is
+used here: a private attribute, a module under ``keras.src``, the wording of
+an error message.  So it is all in this one module, each function's
+docstring says what it assumes and with which version that was checked, and
+``tests/test_compat.py`` checks each assumption against the installed
+libraries.  When an upgrade breaks one, that test (or ``check`` at run time)
+fails with the assumption and the installed versions, instead of a resume
+that silently restarts at epoch 0.
+
+Checked with keras 3.15.1, keras-tuner 1.4.8, tensorflow 2.21.0 and Python 3.11
+(the versions pinned in ``constraints.txt``).  Libraries are imported inside
+the functions, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import platform
+import re
+
+CHECKED_WITH = "keras 3.15.1, keras-tuner 1.4.8, tensorflow 2.21.0, Python 3.11"
+
+
+class BrokenAssumption(RuntimeError):
+    """An installed library no longer behaves as this module assumes."""
+
+
+def installed_versions() -> str:
+    """The versions of the libraries this module reaches into, as installed now."""
+    parts = []
+    for module, label in (("keras", "keras"), ("keras_tuner", "keras-tuner"), ("tensorflow", "tensorflow")):
+        try:
+            version = importlib.import_module(module).__version__
+        except Exception as error:  # a broken install is worth naming too
+            version = f"(not importable: {type(error).__name__})"
+        parts.append(f"{label} {version}")
+    return ", ".join([*parts, f"Python {platform.python_version()}"])
+
+
+def check(assumption: str, condition) -> None:
+    """Raises ``BrokenAssumption`` naming ``assumption`` and the installed versions unless ``condition`` holds.
+
+    ``condition`` is a value, or a callable evaluated here; an exception it
+    raises (an attribute gone, a module moved) counts as the assumption broken.
+    """
+    reason = ""
+    if callable(condition):
+        try:
+            condition = condition()
+        except Exception as error:
+            condition, reason = False, f" ({type(error).__name__}: {error})"
+    if not condition:
+        raise BrokenAssumption(
+            f"core/compat.py assumes that {assumption}, which no longer holds with the installed "
+            f"{installed_versions()}{reason}. It was checked with {CHECKED_WITH}: install those "
+            "(pip install -c constraints.txt -e .) or update core/compat.py and tests/test_compat.py.")
+
+
+def _private_module(name: str, assumption: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        check(f"{name} is importable ({assumption})", False)
+
+
+# --- Keras: training -----------------------------------------------------------------------------
+
+
+def set_initial_epoch(model, epoch: int | None) -> None:
+    """Makes the next ``fit`` of ``model`` start after ``epoch`` epochs (None: where ``fit`` was told).
+
+    Assumes ``fit`` starts at ``model._initial_epoch or initial_epoch``, read
+    after the callbacks' ``on_train_begin`` (the hook Keras' own
+    BackupAndRestore uses), and that Keras never resets ``_initial_epoch``
+    between fits, so a later fit must be given None.  Checked with keras 3.15.1.
+    """
+    check("keras models have the attribute _initial_epoch that fit() starts from",
+          hasattr(model, "_initial_epoch"))
+    model._initial_epoch = None if epoch is None else int(epoch)
+
+
+def variable_index(optimizer, variable) -> int:
+    """The position of ``variable`` in the list the (built) ``optimizer`` was built with.
+
+    Assumes ``BaseOptimizer._get_variable_index(variable)``, which Keras' own
+    optimizers use in ``update_step`` to find a variable's slots.  Checked
+    with keras 3.15.1.
+    """
+    return optimizer._get_variable_index(variable)
+
+
+def attach_assets(archive, files: dict[str, str]) -> None:
+    """Copies ``files`` ({attribute: path}) into the ``assets/`` folder of the SavedModel
+    that the ``keras.export.ExportArchive`` ``archive`` writes, reachable as
+    ``tf.saved_model.load(path).<attribute>``.
+
+    Assumes the archive keeps the object it saves as ``archive._tf_trackable``
+    (an AutoTrackable), whose ``tf.saved_model.Asset`` attributes TensorFlow
+    copies into ``assets/``.  Checked with keras 3.15.1, tensorflow 2.21.0.
+    """
+    import tensorflow as tf
+
+    check("keras.export.ExportArchive saves the object archive._tf_trackable",
+          lambda: archive._tf_trackable is not None)
+    for name, path in files.items():
+        setattr(archive._tf_trackable, name, tf.saved_model.Asset(path))
+
+
+def scale_normalization_variance(layer, factors) -> None:
+    """Multiplies the per-channel variance a ``keras.layers.Normalization`` divides by
+    (x -> (x - mean) / sqrt(variance * factors)).
+
+    For a layer built without ``mean``/``variance`` arguments, as in Keras'
+    EfficientNet: assumes its statistics live in the weights ``adapt_mean``
+    and ``adapt_variance``, and that ``finalize_state()`` recomputes what
+    ``call`` uses from them.  Checked with keras 3.15.1.
+    """
+    from keras import ops
+
+    check("a Normalization layer built without mean/variance keeps them in the weight adapt_variance",
+          lambda: layer.adapt_variance is not None)
+    layer.adapt_variance.assign(layer.adapt_variance * ops.convert_to_tensor(factors, "float32"))
+    layer.finalize_state()
+
+
+# --- Keras and TensorFlow: multi-worker fit ---------------------------------------------------------
+
+
+def in_multi_worker_mode(strategy) -> bool:
+    """True when ``strategy`` (a tf.distribute strategy, or None) spans several workers.
+
+    Assumes every strategy's ``extended`` has TensorFlow's private
+    ``_in_multi_worker_mode()`` (Keras asks it the same question).  Checked
+    with tensorflow 2.21.0.
+    """
+    extended = getattr(strategy, "extended", None)
+    if extended is None:
+        return False
+    check("tf.distribute strategies' extended objects have _in_multi_worker_mode()",
+          hasattr(extended, "_in_multi_worker_mode"))
+    return bool(extended._in_multi_worker_mode())
+
+
+_PATCHED = False
+
+
+def patch_multi_worker_fit() -> None:
+    """Works around two Keras 3 bugs that stop ``fit`` under MultiWorkerMirroredStrategy.
+
+    keras-team/keras#20585 (open; also tensorflow/tensorflow#72388): before the
+    first step Keras asks the strategy to average a whole (images, labels)
+    batch, which MultiWorkerMirroredStrategy cannot do for a tuple; and it
+    averages each step's scalar loss and metrics with ``axis=0``, which fails
+    for scalars.  The replacements take the shapes from this worker's part of
+    the batch, and average scalars over all replicas.  Other strategies go
+    through Keras' own code unchanged.  Idempotent.
+
+    Assumes, in ``keras.src.backend.tensorflow.trainer``: the method
+    ``TensorFlowTrainer._maybe_symbolic_build(self, iterator=None,
+    data_batch=None)``, which ``fit`` calls with an iterator of (begin, end,
+    iterator) triples; and the module function ``reduce_per_replica(values,
+    strategy, reduction)``, looked up by name in each step.  Checked with
+    keras 3.15.1, tensorflow 2.21.0.
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    import tensorflow as tf
+
+    why = "patched for multi-worker fit"
+    tree = _private_module("keras.src.tree", why)
+    tf_trainer = _private_module("keras.src.backend.tensorflow.trainer", why)
+    check("TensorFlowTrainer._maybe_symbolic_build takes (self, iterator=None, data_batch=None)",
+          lambda: list(inspect.signature(tf_trainer.TensorFlowTrainer._maybe_symbolic_build).parameters)
+          == ["self", "iterator", "data_batch"])
+    check("keras.src.backend.tensorflow.trainer.reduce_per_replica takes (values, strategy, reduction)",
+          lambda: list(inspect.signature(tf_trainer.reduce_per_replica).parameters)
+          == ["values", "strategy", "reduction"])
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def local_part(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return value.values[0]
+        return value
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None and in_multi_worker_mode(self.distribute_strategy):
+            for _, _, it in iterator:
+                data_batch = tree.map_structure(local_part, next(it))
+                break
+            iterator = None
+        return original_build(self, iterator=iterator, data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and in_multi_worker_mode(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    _PATCHED = True
+
+
+# --- Keras: the wording of its errors ----------------------------------------------------------------
+
+
+def download_failure_url(error: BaseException) -> str | None:
+    """The URL in ``keras.utils.get_file``'s "URL fetch failure on URL: code -- reason", else None.
+
+    Assumes that wording (get_file raises a plain Exception carrying it).
+    Checked with keras 3.15.1.
+    """
+    match = re.search(r"URL fetch failure on (\S+?):\s", str(error))
+    return match.group(1) if match else None
+
+
+def is_lambda_refusal(text: str) -> bool:
+    """True for the message ``keras.models.load_model(..., safe_mode=True)`` raises for a Lambda layer.
+
+    Assumes its first line names "`Lambda`" and "safe_mode".  Checked with keras 3.15.1.
+    """
+    return "Lambda" in text and "safe_mode" in text
+
+
+def unknown_object_name(text: str) -> str | None:
+    """The class or function name in Keras' "Could not locate class 'NAME'" loading error, else None.
+
+    Assumes that wording, raised when a model file names a class Keras does not
+    know.  Checked with keras 3.15.1.
+    """
+    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    return match.group(1) if match else None
+
+
+# --- keras-tuner ---------------------------------------------------------------------------------
+
+
+def proposing_first(oracle_class, propose):
+    """A subclass of the keras-tuner oracle class ``oracle_class`` whose random
+    proposals start with ``propose(oracle)`` (a dict of values, or None for keras-tuner's own).
+
+    Assumes RandomSearchOracle, HyperbandOracle (the first round of each
+    bracket) and BayesianOptimizationOracle (its initial points) draw every
+    random proposal through ``Oracle._random_values()``, which returns a dict
+    of values, or None when no new one is left.  Checked with keras-tuner 1.4.8.
+    """
+    check(f"keras-tuner's {oracle_class.__name__} draws random proposals through _random_values()",
+          callable(getattr(oracle_class, "_random_values", None)))
+
+    def _random_values(self):
+        values = propose(self)
+        return values if values is not None else super(subclass, self)._random_values()
+
+    subclass = type(oracle_class.__name__, (oracle_class,), {
+        "_random_values": _random_values,
+        "__doc__": f"{oracle_class.__name__} whose random proposals start with {propose.__name__}."})
+    return subclass
+
+
+def already_tried(oracle, values: dict) -> bool:
+    """True when the keras-tuner ``oracle`` has already created a trial with ``values``.
+
+    Assumes ``Oracle._duplicate(values)``, which the oracles use to refuse a
+    repeated proposal.  Checked with keras-tuner 1.4.8.
+    """
+    return oracle._duplicate(values)
+
+
+def print_failed_trial_tracebacks(enabled: bool) -> None:
+    """Whether keras-tuner prints the traceback of each failed trial (it does by default).
+
+    Assumes the module flag ``keras_tuner.src.config.DEBUG``, read by
+    ``BaseTuner`` when a trial fails; the trial's ``message`` keeps the
+    traceback either way.  Checked with keras-tuner 1.4.8.
+    """
+    config = _private_module("keras_tuner.src.config", "its DEBUG flag prints failed trials' tracebacks")
+    check("keras_tuner.src.config has the flag DEBUG", hasattr(config, "DEBUG"))
+    config.DEBUG = bool(enabled)
+
+
+def is_failure_limit(error: BaseException) -> bool:
+    """True for the RuntimeError keras-tuner raises when ``max_consecutive_failed_trials`` trials failed in a row.
+
+    Assumes its wording, "Number of consecutive failures exceeded the limit".
+    Checked with keras-tuner 1.4.8.
+    """
+    return isinstance(error, RuntimeError) and "consecutive failures" in str(error)
+
+
+def is_chief_oracle() -> bool:
+    """True in the process that serves the oracle of a distributed keras-tuner search.
+
+    Assumes keras-tuner's ``distribute.utils.is_chief_oracle()``: the
+    ``KERASTUNER_ORACLE_IP``/``_PORT`` variables are set and
+    ``KERASTUNER_TUNER_ID`` contains "chief".  Checked with keras-tuner 1.4.8.
+    """
+    utils = _private_module("keras_tuner.src.distribute.utils", "it says which process is the chief")
+    return bool(utils.is_chief_oracle())
+
+
+def start_oracle_server(oracle, address: str):
+    """Serves the keras-tuner ``oracle`` to a distributed search's workers at ``address`` ("host:port").
+
+    Returns ``(server, finished)``: the started ``grpc.Server`` (stop it with
+    ``server.stop(grace)``), and ``finished()``, True once a worker has been
+    told the search is over and no trial or worker is left.  This is
+    keras-tuner's own ``oracle_chief.start_server`` without its loop, so the
+    caller can poll more often than its 20 s and report as trials end.
+
+    Assumes ``keras_tuner.src.distribute.oracle_chief``'s ``OracleServicer``
+    (with its ``stop_triggered`` flag) and ``exit_chief(oracle)``, and
+    ``keras_tuner.src.protos.get_service_grpc().add_OracleServicer_to_server``.
+    Checked with keras-tuner 1.4.8.
+    """
+    from concurrent import futures
+
+    import grpc
+
+    why = "serving the oracle as keras-tuner's chief does"
+    protos = _private_module("keras_tuner.src.protos", why)
+    chief = _private_module("keras_tuner.src.distribute.oracle_chief", why)
+    servicer = chief.OracleServicer(oracle)
+    check("keras-tuner's OracleServicer has the flag stop_triggered", hasattr(servicer, "stop_triggered"))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(address)
+    server.start()
+
+    def finished() -> bool:
+        return bool(servicer.stop_triggered and chief.exit_chief(oracle))
+
+    return server, finished
+
+
+# --- argparse ------------------------------------------------------------------------------------
+
+
+def parser_actions(parser) -> list:
+    """Every action (argument) of an ``argparse.ArgumentParser``, its groups' included, in order.
+
+    Assumes the private ``parser._actions`` list.  Checked with Python 3.11.
+    """
+    check("argparse.ArgumentParser keeps its arguments in the list _actions",
+          isinstance(getattr(parser, "_actions", None), list))
+    return list(parser._actions)
