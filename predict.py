@@ -2,10 +2,15 @@
 
     python predict.py saved_models/lenet5-digits photo.png more/ --top-k 3
     python predict.py saved_models/lenet5-digits/2 images/ --json
+    python predict.py saved_models/lenet5-digits/2/formats/model_int8.tflite images/
+    python predict.py saved_models/lenet5-digits --format onnx images/
 
-The export may be a version folder or a model folder (its newest version is
-used).  Images of any size and colour mode are converted exactly as the
-training data was.
+The work is done by ``training.predictions``; this file reads the command
+line and prints.  The export may be a version folder or a model folder (its newest version is
+used), or a ``.tflite``/``.onnx`` file written by ``train.py export`` (class
+names from the ``labels.txt`` beside it); ``--format NAME`` picks that file of
+an export's ``formats/`` folder.  Images of any size and colour mode are
+converted exactly as the training data was.
 """
 
 from __future__ import annotations
@@ -18,80 +23,41 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def collect_files(paths: list[str]) -> list[str]:
-    from imagesets.images import list_images
-    from training.errors import UserError
-
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            files += list_images(path)
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise UserError(f"Image path {path!r} does not exist")
-    if not files:
-        raise UserError(f"No files found in {', '.join(paths)}")
-    return files
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Print the top-k classes of images with an exported SavedModel.",
+    parser = argparse.ArgumentParser(description="Print the top-k classes of images with an exported SavedModel "
+                                                 "(or its TFLite/ONNX formats).",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("export", help="saved_models/<name> (newest version) or saved_models/<name>/<version>")
+    parser.add_argument("export", help="saved_models/<name> (newest version), saved_models/<name>/<version>, "
+                                       "or a .tflite/.onnx file with labels.txt beside it")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--format", metavar="NAME",
+                        help="run the export's formats/ file of this format instead of the SavedModel: "
+                             "tflite, tflite_fp16, tflite_int8 or onnx (see python train.py export)")
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none",
                         help="average over mirrored views or AlexNet's ten crops (mirroring only when the "
                              "model was trained with flips)")
     args = parser.parse_args(argv)
 
-    from training.errors import UserError
+    from core.errors import UserError
     from training.quiet import import_tensorflow
 
     import_tensorflow()
     try:
-        import numpy as np
+        from training.predictions import classify
 
-        from imagesets.images import load_image, problem
-        from serving.load import load_export
-
-        if args.top_k < 1:
-            raise UserError(f"--top-k must be at least 1, got {args.top_k}")
-        files = collect_files(args.images)
-        export = load_export(args.export)
-        height, width, channels = export.input_shape
-        images, used, skipped = [], [], []
-        for path in files:
-            try:
-                images.append(load_image(path, (height, width), channels))
-                used.append(path)
-            except Exception as error:  # unreadable files are reported, not fatal
-                skipped.append({"path": path, "reason": problem(error)})
-        if not images:
-            raise UserError(f"None of the {len(files)} files is a readable image")
-        from augment import predict_tta
-
-        probabilities = predict_tta(export, np.stack(images).astype(np.float32), args.tta,
-                                    flips=export.metadata.get("flips", True))
+        result = classify(args.export, args.images, format_name=args.format, top_k=args.top_k, tta=args.tta)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    k = min(args.top_k, len(export.class_names))
-    results = []
-    for path, probs in zip(used, probabilities):
-        order = np.argsort(-probs)[:k]
-        results.append({"path": path, "top": [{"class": export.class_names[i], "probability": float(probs[i])}
-                                             for i in order]})
     if args.json:
-        print(json.dumps({"export": export.path, "predictions": results, "skipped": skipped}, indent=2))
+        print(json.dumps(result, indent=2))
     else:
-        for result in results:
-            tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-            print(f"{result['path']}: {tops}")
-        for item in skipped:
+        for prediction in result["predictions"]:
+            tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in prediction["top"])
+            print(f"{prediction['path']}: {tops}")
+        for item in result["skipped"]:
             print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     return 0
 

@@ -2,7 +2,7 @@
 
     import augment
     layer = augment.policy("standard", input_shape=(32, 32, 3), seed=0)
-    model = training.model.assemble(network, (32, 32, 3), preprocessing=..., augmentation=layer)
+    model = core.model.assemble(network, (32, 32, 3), preprocessing=..., augmentation=layer)
     print(augment.describe("light+randaugment", input_shape=(28, 28, 1)))
 
     mix = augment.mixer("mixup", num_classes=10, seed=0)   # batch level

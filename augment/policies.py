@@ -3,7 +3,7 @@
 A spec is policy and component names joined by "+", e.g. ``"standard"``,
 ``"flip+crop+erasing"`` or ``"light+randaugment"``.  ``policy(spec, ...)``
 turns it into the ``keras.Sequential`` named "augmentation" that
-``training.model.assemble`` puts in front of the network.
+``core.model.assemble`` puts in front of the network.
 
 Named policies (pixel sizes for 32x32 / 28x28 / 8x8 inputs):
 

@@ -3,7 +3,7 @@ nothing about time).
 
 (a) Training throughput of the CIFAR ResNet-20 (``zoo.build("resnet20")``) on
     32x32x3 images, batch 128, with no augmentation and with each policy, the
-    augmentation running inside the training step as ``training.model``
+    augmentation running inside the training step as ``core.model``
     assembles it.  Configurations are timed in many short interleaved rounds
     (in a rotating order), so load from other processes spreads over all of
     them instead of biasing one.  A policy's cost is the median over rounds
@@ -43,7 +43,7 @@ from PIL import Image  # noqa: E402
 import augment  # noqa: E402
 from augment.reference import pil_op  # noqa: E402
 import zoo  # noqa: E402
-from training.model import assemble  # noqa: E402
+from core.model import assemble  # noqa: E402
 
 SHAPE = (32, 32, 3)
 # The "before" reference: Keras' geometric layers stacked, as train.py used to.

@@ -73,33 +73,30 @@ QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "
 
 
 def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, log=print) -> dict:
+    import tempfile
+
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from training.pipeline import make_pipeline
-    from training.run import DEFAULTS, augmentation_for, build_model, compile_model, load_data
-    from training.model import inference_model
-    from training.phases import steps_per_epoch
+    from core.model import inference_model
+    from training.run import DEFAULTS, compile_model, load_data, prepare
 
     tf.get_logger().setLevel("ERROR")  # one predict function per family is expected, not a retracing problem
     config = {**DEFAULTS, **COMMON, **RECIPES[name], "model": name, "epochs": epochs}
     config["batch_size"] = batch_size or config["batch_size"]
-    keras.utils.set_random_seed(config["seed"])
     data = load_data(config)
-    x_train, y_train = data.arrays["train"]
     x_test, y_test = data.arrays["test"]
     if train_limit:
-        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
-        data.arrays["train"] = (x_train, y_train)
+        data.arrays["train"] = tuple(part[:train_limit] for part in data.arrays["train"])
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-    augmentation, _ = augmentation_for(config, data)
-    model = build_model(config, data, augmentation)
-    compile_model(model, config, steps_per_epoch(len(y_train), config["batch_size"]))
+    # The run's own preparation (seed, model, augmentation, pipelines); the benchmark keeps its own loop, which
+    # scores the test split after every epoch without checkpoints.
+    run = prepare(config, log=lambda *_: None, run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
+    model, train_ds, y_train = run.model, run.train_ds, run.labels
+    compile_model(model, run.config, run.steps)
     inference = inference_model(model)
-    train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
-                             seed=config["seed"])
     test_images = x_test.astype(np.float32)
 
     class Scorer(keras.callbacks.Callback):

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     import zoo
     from serving.export import export_savedmodel
-    from training.model import assemble, inference_model, preprocessing_layer
+    from core.model import assemble, inference_model, preprocessing_layer
 
     tf.get_logger().setLevel("ERROR")
     keras.utils.set_random_seed(0)

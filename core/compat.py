@@ -347,3 +347,35 @@ def parser_actions(parser) -> list:
     check("argparse.ArgumentParser keeps its arguments in the list _actions",
           isinstance(getattr(parser, "_actions", None), list))
     return list(parser._actions)
+
+
+def tflite_ops(path: str) -> tuple[list[str], list[str]]:
+    """(every op in a .tflite file, the ops computing in float32), read from the flatbuffer itself.
+
+    A custom or Flex (SELECT_TF_OPS) op shows as ``CUSTOM:<name>``.  QUANTIZE and DEQUANTIZE, the
+    boundaries of an integer graph, are not counted as float ops.
+
+    Assumes TensorFlow's flatbuffer reader ``tensorflow.lite.tools.flatbuffer_utils.read_model`` and
+    the generated schema ``tensorflow.lite.python.schema_py_generated`` (``BuiltinOperator``,
+    ``TensorType``, operator codes with ``builtinCode``/``deprecatedBuiltinCode``/``customCode``),
+    which are outside the ``tf.*`` API.  Checked with tensorflow 2.21.0.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    builtin = {code: op for op, code in vars(schema.BuiltinOperator).items() if not op.startswith("_")}
+    model = flatbuffer_utils.read_model(path)
+    names = []
+    for code in model.operatorCodes:
+        number = max(code.builtinCode, code.deprecatedBuiltinCode)
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        names.append(f"CUSTOM:{custom}" if number == schema.BuiltinOperator.CUSTOM else builtin[number])
+    ops, float_ops = set(), set()
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op_name = names[op.opcodeIndex]
+            ops.add(op_name)
+            outputs = [graph.tensors[i].type for i in op.outputs if i >= 0]
+            if op_name not in ("QUANTIZE", "DEQUANTIZE") and schema.TensorType.FLOAT32 in outputs:
+                float_ops.add(op_name)
+    return sorted(ops), sorted(float_ops)

@@ -20,7 +20,7 @@ import difflib
 import numpy as np
 
 from imagesets.base import SPLITS, ImageSet, from_arrays, stratified_split
-from training.errors import UserError
+from core.errors import UserError
 
 SOURCES = {
     "digits": "scikit-learn's 8x8 handwritten digits (1,797 images; bundled, no download)",

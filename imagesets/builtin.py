@@ -12,7 +12,7 @@ import pickle
 
 import numpy as np
 
-from training.errors import UserError
+from core.errors import UserError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]

@@ -4,7 +4,9 @@
     photos/train/cat/...  photos/val/...  photos/test/...  -> the given splits
 
 Every file is decoded once, up front, by its content (not its extension), so a
-bad file is reported before training instead of failing mid-epoch.  Every file
+bad file is reported before training instead of failing mid-epoch.  Files are
+decoded by a thread pool, large JPEGs at a reduced scale (``images._draft_jpeg``),
+with a progress line on stderr when the scan takes more than a second.  Every file
 under the folder is accounted for: used, skipped with the reason it is not a
 usable image, or ignored (OS and tool litter, files outside class folders).
 """
@@ -12,12 +14,14 @@ usable image, or ignored (OS and tool litter, files outside class folders).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
 from imagesets.images import is_hidden, list_images, load_image, problem
-from training.errors import UserError
+from core.errors import UserError
 
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
@@ -33,18 +37,84 @@ def check_folder(path: str) -> None:
         raise UserError(f"Dataset path {path!r} is a file; expected a folder with one sub-folder per class")
 
 
-def _decode_all(files, size, channels):
+class Progress:
+    """Files done / total, files/s, ETA and files skipped so far, on one line of stderr.
+
+    A terminal sees the line redrawn in place (carriage return) at most every
+    ``interval`` seconds, then a final line; anything else (a log file, a
+    test's capture) sees only the final line.  A scan that ends within
+    ``quiet_for`` seconds prints nothing at all, so small folders stay silent.
+    """
+
+    def __init__(self, total: int, *, label: str = "Reading images", stream=None, quiet_for: float = 1.0,
+                 interval: float = 0.5, clock=time.monotonic):
+        self.total, self.label, self.quiet_for, self.interval, self.clock = total, label, quiet_for, interval, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done = self.skipped = 0
+        self.start = clock()
+        self.drawn_at = None  # when the live line was last drawn
+        self.width = 0  # of the longest live line, so a shorter one wipes it
+
+    def update(self, done: int = 1, skipped: int = 0) -> None:
+        self.done += done
+        self.skipped += skipped
+        now = self.clock()
+        due = self.drawn_at is None or now - self.drawn_at >= self.interval
+        if self.live and due and now - self.start >= self.quiet_for:
+            self.drawn_at = now
+            self._write(self._line(now, final=False), end="")
+
+    def close(self) -> None:
+        now = self.clock()
+        if self.drawn_at is not None or now - self.start >= self.quiet_for:
+            self._write(self._line(now, final=True), end="\n")
+
+    def _line(self, now: float, final: bool) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        skipped = f", {self.skipped:,} skipped" if self.skipped else ""
+        if final:
+            return f"{self.label}: {self.done:,}/{self.total:,} files in {elapsed:.1f} s ({rate:,.0f} files/s){skipped}"
+        eta = f"{(self.total - self.done) / rate:.0f} s" if rate > 0 else "?"
+        percent = 100 * self.done / max(self.total, 1)
+        return (f"{self.label}: {self.done:,}/{self.total:,} files ({percent:.0f}%), {rate:,.0f} files/s, "
+                f"ETA {eta}{skipped}")
+
+    def _write(self, line: str, end: str) -> None:
+        if self.live:
+            self.width = max(self.width, len(line))
+            line = "\r" + line.ljust(self.width)
+        self.stream.write(line + end)
+        self.stream.flush()
+
+
+def _decode_all(files, size, channels, title="Reading images"):
+    """(array, None) or (None, reason) per file, in the order of ``files``.
+
+    Decoded by a thread pool: PIL releases the GIL while it decodes, so the
+    files are decoded in parallel.  Progress is shown as they finish.
+    """
     def decode(path):
         try:
             return load_image(path, size, channels), None
         except Exception as error:  # PIL raises many types for bad files
             return None, problem(error)
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(decode, files))
+    progress = Progress(len(files), label=title)
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    try:
+        futures = [pool.submit(decode, path) for path in files]
+        for future in as_completed(futures):
+            progress.update(skipped=int(future.result()[1] is not None))
+    finally:
+        # On Ctrl-C, drop the files not started yet instead of decoding the rest of the folder first.
+        pool.shutdown(wait=True, cancel_futures=True)
+    progress.close()
+    return [future.result() for future in futures]
 
 
-def _read_split(root: str, class_names: list[str], size, channels, skipped, read):
+def _list_split(root: str, class_names: list[str]):
     files, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(root, name)
@@ -52,16 +122,26 @@ def _read_split(root: str, class_names: list[str], size, channels, skipped, read
             found = list_images(class_dir)
             files += found
             labels += [label] * len(found)
-    read.update(files)
-    images, kept = [], []
-    for path, label, (array, error) in zip(files, labels, _decode_all(files, size, channels)):
-        if error:
-            skipped.append((path, error))
-        else:
-            images.append(array)
-            kept.append(label)
+    return files, labels
+
+
+def _read_splits(listed, size, channels, skipped, title):
+    """Decodes every split's files in one pass; (images, labels) per split, skipped files appended in order."""
+    files = [path for split_files, _ in listed.values() for path in split_files]
+    results = iter(_decode_all(files, size, channels, title))
     shape = (0, size[0], size[1], channels)
-    return (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(kept, dtype=np.int64)
+    arrays = {}
+    for split, (split_files, labels) in listed.items():
+        images, kept = [], []
+        for path, label in zip(split_files, labels):
+            array, error = next(results)
+            if error:
+                skipped.append((path, error))
+            else:
+                images.append(array)
+                kept.append(label)
+        arrays[split] = (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(kept, np.int64)
+    return arrays
 
 
 def ignored_files(root: str, read: set[str]) -> list[tuple[str, str]]:
@@ -106,21 +186,22 @@ def folder(path: str, *, image_size: tuple[int, int], channels: int):
     if len(class_names) == 1:
         raise UserError(f"Dataset folder {train_root!r} has only one class ({class_names[0]!r}); "
                         "a classifier needs at least two class sub-folders")
-    skipped: list[tuple[str, str]] = []
-    read: set[str] = set()
-    train = _read_split(train_root, class_names, image_size, channels, skipped, read)
-    if len(train[1]) == 0:
-        raise UserError(f"Dataset folder {train_root!r} holds no readable images "
-                        f"({len(skipped)} files skipped)")
-    missing = [name for i, name in enumerate(class_names) if not np.any(train[1] == i)]
-    if missing:
-        raise UserError(f"Class folders with no readable images in {train_root!r}: {', '.join(missing)}; "
-                        "add images or remove these folders")
-    others = {}
+    listed = {"train": _list_split(train_root, class_names)}
     for split in ("val", "test"):
         if split_roots["train"] and split_roots[split]:
             extra = set(_class_dirs(split_roots[split])) - set(class_names)
             if extra:
                 raise UserError(f"{split_roots[split]!r} has classes that train/ lacks: {', '.join(sorted(extra))}")
-            others[split] = _read_split(split_roots[split], class_names, image_size, channels, skipped, read)
-    return class_names, train, others.get("test"), others.get("val"), skipped, ignored_files(path, read)
+            listed[split] = _list_split(split_roots[split], class_names)
+    read = {file for files, _ in listed.values() for file in files}
+    skipped: list[tuple[str, str]] = []
+    splits = _read_splits(listed, image_size, channels, skipped, title=f"Reading {path}")
+    train = splits["train"]
+    if len(train[1]) == 0:
+        raise UserError(f"Dataset folder {train_root!r} holds no readable images "
+                        f"({len(listed['train'][0])} files skipped)")
+    missing = [name for i, name in enumerate(class_names) if not np.any(train[1] == i)]
+    if missing:
+        raise UserError(f"Class folders with no readable images in {train_root!r}: {', '.join(missing)}; "
+                        "add images or remove these folders")
+    return class_names, train, splits.get("test"), splits.get("val"), skipped, ignored_files(path, read)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.errors import UserError
+from core.errors import UserError
 
 
 def _to_arrays(builder, split: str, image_size, channels):

@@ -19,7 +19,10 @@ import csv
 import json
 import os
 
-from training.errors import UserError
+import zoo
+from core.errors import UserError
+from training import config as config_module
+from training import rundir, run
 
 COLUMNS = ("variant", "test_accuracy", "parameters", "train_seconds", "epochs_run", "best_epoch", "diagnosis")
 
@@ -79,8 +82,6 @@ def choose_folder(runs_dir: str, base: str) -> str:
 
 def _finished(folder: str, label: str, config: dict):
     """The metrics of a variant that already finished with this configuration, else None."""
-    from training import rundir
-
     run_dir = os.path.join(folder, label)
     previous = rundir.read_config(run_dir)
     if not rundir.is_finished(run_dir) or previous is None or rundir.fingerprint(previous) != rundir.fingerprint(
@@ -94,12 +95,10 @@ def _finished(folder: str, label: str, config: dict):
 
 def compare(base_config: dict, variant_list: list[tuple[str, dict]], folder: str, log=print) -> list[dict]:
     """Trains (or reuses) every variant in ``folder``; returns one table row per variant."""
-    from training import rundir, run
-
     os.makedirs(folder, exist_ok=True)
     rows, histories = [], {}
     for label, options in variant_list:
-        config = {**run.DEFAULTS, **base_config, **options, "run_name": label, "runs_dir": folder}
+        config = config_module.complete({**base_config, **options, "run_name": label, "runs_dir": folder})
         metrics = _finished(folder, label, config)
         if metrics is None:
             log(f"--- {label}")
@@ -113,7 +112,7 @@ def compare(base_config: dict, variant_list: list[tuple[str, dict]], folder: str
                      "diagnosis": (metrics.get("diagnosis") or {}).get("verdict"), "run_dir": metrics["run_dir"],
                      "options": options})
     plot_curves(histories, os.path.join(folder, "compare.png"),
-                title=f"{base_config.get('dataset', run.DEFAULTS['dataset'])}, same split and seed: "
+                title=f"{base_config.get('dataset', config_module.DEFAULTS['dataset'])}, same split and seed: "
                       "validation (solid) and training (dotted)")
     with open(os.path.join(folder, "compare.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "run_dir"], extrasaction="ignore")
@@ -166,10 +165,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv) -> int:
-    import train
-    from training import run
-
-    parser = train.build_parser()
+    parser = config_module.build_parser()
     parser.prog = "train.py compare"
     parser.description = "Train several models or option sets on the same data and seed; one table, one plot."
     group = parser.add_argument_group("Compare")
@@ -178,21 +174,19 @@ def main(argv) -> int:
                        help="one option set per --set, e.g. --set batch_norm=true --set batch_norm=false")
     group.add_argument("--name", help="comparison folder under --runs-dir (default: compare-DATASET)")
     parser.set_defaults(export=False)
-    config, args = train.resolve_config(argv, parser)
+    config, args = config_module.resolve_config(argv, parser)
     if config["backbone"]:
         raise UserError("compare trains zoo models (--models); it does not take --backbone")
-    sets = [parse_set(text, run.DEFAULTS) for text in args.sets]
+    sets = [parse_set(text, config_module.DEFAULTS) for text in args.sets]
     variant_list = variants(args.models or [config["model"]], sets)
     if len(variant_list) < 2:
         raise UserError("Nothing to compare: give two or more --models, or two or more --set")
-    import zoo
-
     for _, options in variant_list:
         try:
             zoo.get(options["model"])  # a typo fails before the first variant trains
         except ValueError as error:
             raise UserError(str(error)) from None
-    base = args.name or f"compare-{run.default_run_name({**config, 'model': 'x'}).split('-', 1)[1]}"
+    base = args.name or f"compare-{config_module.default_run_name({**config, 'model': 'x'}).split('-', 1)[1]}"
     folder = choose_folder(config["runs_dir"], base)
     rows = compare({k: v for k, v in config.items() if k not in ("run_name", "runs_dir")}, variant_list, folder)
     for line in table(rows):

@@ -25,12 +25,16 @@ import os
 
 import numpy as np
 
-from training.errors import UserError
+import zoo  # noqa: F401 - registers the zoo's custom layers for loading
+from core.errors import UserError
+from serving.export import export_savedmodel
+from serving.load import read_metadata
+from training import run, rundir
+from training.config import DEFAULTS, complete
 
 
 def read_member(path: str) -> tuple[str, dict]:
     """(version directory, metadata) of an export, checked to carry its Keras model."""
-    from serving.load import read_metadata
 
     version_dir, metadata = read_metadata(path)
     if not os.path.isfile(os.path.join(version_dir, "assets", "model.keras")):
@@ -67,7 +71,6 @@ def load_members(paths: list[str]):
     """The members' version directories, metadata and Keras models."""
     import keras
 
-    import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 
     if len(paths) < 2:
         raise UserError(f"An ensemble needs at least two exports, got {len(paths)}")
@@ -95,7 +98,6 @@ def common_test_split(members: list[tuple[str, dict]]):
     --seed also seeds the split, so members trained with different seeds saw
     each other's test images: no split is held out from all of them.
     """
-    from training import run, rundir
 
     configs = [rundir.read_config(metadata.get("run_dir") or "") for _, metadata in members]
     if any(config is None for config in configs):
@@ -104,13 +106,11 @@ def common_test_split(members: list[tuple[str, dict]]):
     if len(splits) > 1:
         return None, ("the members were trained on different splits (dataset, fractions or --seed, which also "
                       "seeds the split), so no test image is unseen by all of them")
-    config = {**run.DEFAULTS, **configs[0]}
+    config = complete(configs[0])
     return run.load_data(config, run.load_backbone(config)).arrays["test"], None
 
 
 def main(argv) -> int:
-    from serving.export import export_savedmodel
-    from training.run import DEFAULTS
 
     parser = argparse.ArgumentParser(prog="train.py ensemble", description=(
         "Average the predicted probabilities of several exports and export the average as one SavedModel."))

@@ -28,7 +28,10 @@ import sys
 
 import numpy as np
 
-from training.errors import UserError
+from core.errors import UserError
+from training import config as config_module
+from training import rundir
+from training import run as training_run
 
 STOP_FACTOR = 4.0
 
@@ -52,37 +55,21 @@ def suggest(lrs, smoothed, skip: int) -> int:
     return skip + int(np.argmin(slope[skip:lowest]))
 
 
-def find_lr(config: dict, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, beta: float = 0.9,
-            log=print) -> dict:
-    """Runs the sweep for ``config`` (a training configuration); returns the curve and the suggestion."""
-    import keras
-
-    from training import run
-    from training.pipeline import make_pipeline
-
+def find_lr(config: dict, folder: str, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
+            beta: float = 0.9, log=print) -> dict:
+    """Runs the sweep for ``config`` (a training configuration) prepared in ``folder``; returns the curve
+    and the suggestion.  For a transfer run the sweep drives the head phase, as ``--lr`` does."""
     if not 0 < start_lr < end_lr:
         raise UserError(f"The sweep needs 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
     if steps < 20:
         raise UserError(f"--steps must be at least 20 for a readable curve, got {steps}")
-    config = {**run.DEFAULTS, **config}
-    run.check_config(config)
-    keras.utils.set_random_seed(config["seed"])
-    backbone = run.load_backbone(config)
-    data = run.load_data(config, backbone)
-    augmentation, mix = run.augmentation_for(config, data)
-    model = run.build_model(config, data, augmentation, backbone)
-    if backbone is not None:
-        import transfer
-
-        transfer.freeze(backbone.features, "all")  # the head phase: what --lr drives
+    prepared = training_run.prepare({**config, "schedule": "constant"}, log=lambda *_: None, run_dir=folder)
+    phase = prepared.phases[0]  # the first phase: the whole zoo model, or a transfer run's head
+    phase.prepare(prepared.model)
+    model = phase.fit_model or prepared.model
     # The run's own optimizer and loss, at a constant rate that the sweep then sets step by step.
-    run.compile_model(model, {**config, "schedule": "constant"}, 1, lr=start_lr)
-    x_train, y_train = data.arrays["train"]
-    dataset = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
-                            seed=config["seed"])
-    if mix is not None:
-        dataset = dataset.map(mix)
-    batches = iter(dataset.repeat())
+    training_run.compile_model(model, prepared.config, 1, lr=start_lr)
+    batches = iter((phase.datasets or (prepared.train_ds,))[0].repeat())
 
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, best, stopped, average = [], [], math.inf, False, 0.0
@@ -140,7 +127,6 @@ def plot(result: dict, path: str, title: str = "") -> None:
 
 def write(result: dict, folder: str, title: str = "") -> dict:
     """lr_finder.png, lr_finder.csv and lr_finder.json in ``folder``."""
-    from training import rundir
 
     os.makedirs(folder, exist_ok=True)
     paths = {kind: os.path.join(folder, f"lr_finder.{kind}") for kind in ("png", "csv", "json")}
@@ -170,10 +156,7 @@ def next_command(argv: list[str], lr: float) -> str:
 
 
 def main(argv) -> int:
-    import train
-    from training import run
-
-    parser = train.build_parser()
+    parser = config_module.build_parser()
     parser.prog = "train.py find-lr"
     parser.description = ("Learning-rate range test: sweep the rate exponentially over --steps training steps of "
                           "a fresh model, plot loss against rate and suggest a --lr.")
@@ -181,11 +164,11 @@ def main(argv) -> int:
     group.add_argument("--steps", type=int, default=200, help="training steps of the sweep")
     group.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate")
     group.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
-    config, args = train.resolve_config(argv, parser)
-    name = config["run_name"] or run.default_run_name(config)
-    result = find_lr(config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    config, args = config_module.resolve_config(argv, parser)
+    name = config["run_name"] or config_module.default_run_name(config)
     folder = os.path.join(config["runs_dir"], "lr_finder", name)
-    paths = write(result, folder, title=f"{run.model_label(config)} on {config['dataset']}: learning-rate range test")
+    result = find_lr(config, folder, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    paths = write(result, folder, title=f"{config_module.model_label(config)} on {config['dataset']}: learning-rate range test")
     stop = " (stopped early: the loss blew up)" if result["stopped_early"] else ""
     print(f"Swept {result['steps_run']} steps from {args.start_lr:g} to {result['lrs'][-1]:.3g}{stop}")
     print(f"Suggested --lr {result['suggestion']:.2g} (steepest descent of the smoothed loss); "

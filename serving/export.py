@@ -23,7 +23,7 @@ import socket
 import tempfile
 
 from core import compat
-from training.errors import UserError
+from core.errors import UserError, size_of, writing
 
 SIGNATURE = "serving_default"
 
@@ -68,9 +68,6 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
 
     Returns the version directory written.
     """
-    import keras
-    import tensorflow as tf
-
     if "/" in name or name.startswith(".") or not name:
         raise UserError(f"Export name {name!r} must be a plain folder name")
     input_shape = tuple(int(d) for d in model.input_shape[1:])
@@ -78,6 +75,17 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
     model_dir = os.path.join(export_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_staging(model_dir)
+    found = versions(model_dir)
+    # A full disk stops with one line; the staging folder is deleted and no version appears.
+    with writing(model_dir, needed=size_of(os.path.join(model_dir, str(found[-1]))) if found else None):
+        return _write_version(model, model_dir, input_shape, class_names, metadata)
+
+
+def _write_version(model, model_dir: str, input_shape: tuple, class_names: list[str], metadata: dict | None) -> str:
+    """Writes the next version under a hidden staging name and renames it into place."""
+    import keras
+    import tensorflow as tf
+
     tmp = tempfile.mkdtemp(prefix=f"{STAGING}{socket.gethostname()}-{os.getpid()}-", dir=model_dir)
     try:
         assets = os.path.join(tmp, "staging-assets")

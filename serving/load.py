@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from training.errors import UserError
+from core.errors import UserError
 
 
 def resolve_export(path: str) -> str:

@@ -40,3 +40,22 @@ def run_cli(script: str, *args, env=None, timeout=300):
     full_env = {**os.environ, "CNN_CLASSROOM_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def crafted_keras_file(model, folder, *, module: str, class_name: str) -> str:
+    """``model`` saved as ``folder/crafted.keras`` with its second layer renamed to ``module.class_name``:
+    a file that names code Keras must refuse to import."""
+    import json
+    import zipfile
+
+    plain, crafted = os.path.join(folder, "plain.keras"), os.path.join(folder, "crafted.keras")
+    model.save(plain)
+    with zipfile.ZipFile(plain) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["layers"][1].update(module=module, class_name=class_name)
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(crafted, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return crafted

@@ -14,7 +14,7 @@ import imagesets
 import keras
 from augment import randaugment
 from augment.reference import pil_op
-from training.model import assemble
+from core.model import assemble
 
 BATCH = 32
 

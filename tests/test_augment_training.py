@@ -11,7 +11,7 @@ import pytest
 import augment
 import imagesets
 import zoo
-from training.model import assemble, inference_model, preprocessing_layer
+from core.model import assemble, inference_model, preprocessing_layer
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 

@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-import zipfile
 
 import keras
 import keras_tuner
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from core import compat
+from helpers import crafted_keras_file
 from core.compat import check
 
 
@@ -177,17 +177,8 @@ def test_is_lambda_refusal_recognises_safe_modes_refusal(tmp_path):
 
 
 def test_unknown_object_name_reads_kerass_unknown_class_error(tmp_path):
-    import json
 
-    tiny_model().save(tmp_path / "plain.keras")
-    with zipfile.ZipFile(tmp_path / "plain.keras") as archive:
-        files = {name: archive.read(name) for name in archive.namelist()}
-    config = json.loads(files["config.json"])
-    config["config"]["layers"][1].update(module="no_such_package", class_name="Mystery")
-    files["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(tmp_path / "crafted.keras", "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
+    crafted_keras_file(tiny_model(), str(tmp_path), module="no_such_package", class_name="Mystery")
     with pytest.raises(Exception) as error:
         keras.models.load_model(tmp_path / "crafted.keras", safe_mode=True, compile=False)
     text = _innermost_first_line(error.value)
@@ -333,3 +324,17 @@ def test_parser_actions_lists_every_argument_in_order():
           [a.dest for a in actions] == ["help", "epochs", "batch_norm"])
     check("a BooleanOptionalAction's option_strings hold both spellings",
           actions[-1].option_strings == ["--batch-norm", "--no-batch-norm"])
+
+
+def test_tflite_ops_reads_the_operators_of_a_converted_model(tmp_path):
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(converter.convert())
+    ops, float_ops = compat.tflite_ops(str(path))
+    check("tflite_ops reads builtin operator names from the flatbuffer", "FULLY_CONNECTED" in ops)
+    check("tflite_ops marks float32 outputs", "SOFTMAX" in float_ops)
+    assert not any(op.startswith("CUSTOM:") for op in ops)

@@ -15,7 +15,7 @@ from helpers import ROOT
 
 from training import distribute
 from training import run as training_run
-from training.errors import UserError
+from core.errors import UserError
 
 RUN = ["--model", "lenet5", "--dataset", "digits", "--epochs", "2", "--patience", "0", "--verbose", "0"]
 

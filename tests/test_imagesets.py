@@ -24,7 +24,7 @@ import imagesets
 from imagesets import builtin
 from imagesets.builtin import CIFAR10_CLASSES, FASHION_CLASSES, read_idx
 from imagesets.images import load_image
-from training.errors import UserError
+from core.errors import UserError
 
 
 @pytest.fixture(autouse=True)

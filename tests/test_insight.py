@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from insight import diagnose
+from training.diagnose import diagnose
 from training import run as training_run
-from training.errors import UserError
+from core.errors import UserError
 
 QUIET = {"verbose": 0, "patience": 0, "export": False}
 
@@ -78,7 +78,7 @@ def test_low_training_accuracy_from_mixup_is_not_called_underfitting():
 
 
 def test_mistakes_grid_holds_only_misclassified_test_images(runs):
-    from insight import mistakes
+    from training import mistakes
 
     base, done = runs
     metrics = done["needs_more_data"]
@@ -89,7 +89,7 @@ def test_mistakes_grid_holds_only_misclassified_test_images(runs):
     images, labels = data.arrays["test"]
     import keras
 
-    from training.model import inference_model
+    from core.model import inference_model
 
     model = inference_model(keras.models.load_model(os.path.join(metrics["run_dir"], "model.keras")))
     probabilities = model.predict(images.astype(np.float32), verbose=0)

@@ -16,11 +16,11 @@ import imagesets
 import transfer
 import zoo
 from helpers import write_digit_folder
-from training.errors import UserError
-from training.model import assemble, preprocessing_layer
+from core.errors import UserError
+from core.model import assemble, preprocessing_layer
 from training.run import train
 from transfer import fit_probe, head_model, initialize_head, load_backbone
-from transfer.backbones import default_fine_tune_from
+from transfer.freeze import default_fine_tune_from
 from transfer.probe import ABSENT_CLASS_LOGIT, pool
 
 
@@ -136,22 +136,25 @@ def test_the_default_run_starts_from_its_probe_and_is_not_below_it(tmp_path, bac
 
 
 def test_a_network_that_ends_below_the_probe_is_replaced_by_the_probe(backbone_root):
-    from training.model import inference_model, network_of
-    from training.run import build_model, keep_the_better
+    import types
 
+    from core.model import inference_model
+    from training.config import complete
+    from training.recipes import TransferRecipe
+
+    config = complete({"backbone": lenet_backbone_file(backbone_root, False), "head_dropout": 0.0})
+    recipe = TransferRecipe(config)
     data = imagesets.load("digits", image_size=(32, 32), channels=1, seed=0)
-    backbone = load_backbone(lenet_backbone_file(backbone_root, False))
-    model = build_model({"head_dropout": 0.0, "head_hidden": []}, data, backbone=backbone)
-    head = network_of(model).get_layer("head")
-    start = transfer.start_from_probe(backbone, head, data.arrays, data.num_classes)
-    probe_weights = model.get_weights()
+    lines = []
+    run = types.SimpleNamespace(config=config, data=data, model=recipe.build(config, data), log=lines.append,
+                                trial=False)
+    recipe.start(run)
     # Spoil the trained network: the output layer's weights scrambled.
-    output = head.get_layer("predictions")
+    output = recipe.head(run).get_layer("predictions")
     kernel, bias = output.get_weights()
     output.set_weights([np.random.default_rng(0).permutation(kernel.ravel()).reshape(kernel.shape) * 50, bias])
-    lines = []
-    inference = inference_model(model)
-    record = keep_the_better(model, inference, start, probe_weights, data, lines.append)
+    inference = inference_model(run.model)
+    record = recipe.finish(run, inference)
     assert record["kept"] == "probe" and record["network_val_accuracy"] < record["val_accuracy"]
     assert any("keeping the probe" in line for line in lines)
     # The model now is exactly the probe on the pretrained backbone.
@@ -200,3 +203,30 @@ def test_every_zoo_familys_saved_model_unfreezes_weights_when_fine_tuning(tmp_pa
     assert trainable > 0, f"{name}: fine-tuning from {backbone.fine_tune_from!r} trains nothing"
     transfer.freeze(backbone, "all")
     assert not backbone.features.trainable_weights
+
+
+def test_the_floor_keeps_the_more_accurate_and_breaks_ties_by_cross_entropy():
+    assert transfer.choose((0.8, 0.9), (0.6, 0.1)) == "network"
+    assert transfer.choose((0.6, 0.1), (0.8, 0.9)) == "probe"
+    assert transfer.choose((1.0, 0.5), (1.0, 0.3)) == "probe"  # a tie on a few validation images: calibration
+    assert transfer.choose((1.0, 0.3), (1.0, 0.5)) == "network"
+    assert transfer.choose((1.0, 0.3), (1.0, 0.3)) == "network"
+    probabilities, labels = np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([0, 0])
+    assert transfer.cross_entropy(probabilities, labels) == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 2)
+    # With label smoothing it is Keras' own loss.
+    keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(2)[labels], probabilities)
+    assert transfer.cross_entropy(probabilities, labels, 0.1) == pytest.approx(float(keras_loss), rel=1e-5)
+
+
+def test_weights_none_trains_the_architecture_from_scratch(tmp_path, digit_folder):
+    lines = []
+    metrics = train({"dataset": f"folder:{digit_folder}", "backbone": "mobilenet_v2", "weights": "none",
+                     "image_size": [32, 32], "epochs": 4, "finetune_epochs": 2, "flips": False, "batch_size": 16,
+                     "runs_dir": str(tmp_path / "runs"), "export": False, "verbose": 0}, log=lines.append)
+    assert any("trains from scratch" in line and "--finetune-epochs" in line for line in lines)
+    assert not any(line.startswith("Linear probe") for line in lines)  # random features: nothing to probe
+    assert metrics["probe"] is None and metrics["config"]["lr"] == 1e-3  # the zoo's rate, one phase
+    history = metrics["history"]
+    assert len(history) == 4
+    # Frozen, a random MobileNetV2's features collapse and the loss sits at ln(5) = 1.609; trained whole, it learns.
+    assert history[-1]["loss"] < history[0]["loss"] - 0.05, history

@@ -8,7 +8,6 @@ import signal
 import struct
 import subprocess
 import sys
-import zipfile
 import zlib
 
 import keras
@@ -16,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import digit_images, run_cli, write_digit_folder
+from helpers import crafted_keras_file, digit_images, run_cli, write_digit_folder
 from training.callbacks import BestWeights
 from training.checkpoint import CRASH_ENV
-from training.errors import UserError
+from core.errors import UserError
 
 
 def _train(tmp_path, *extra, crash=None):
@@ -213,15 +212,8 @@ def test_a_keras_file_naming_an_unknown_class_is_refused(tmp_path):
     from transfer import load_backbone
 
     inputs = keras.Input((4,))
-    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "plain.keras")
-    with zipfile.ZipFile(tmp_path / "plain.keras") as archive:
-        files = {name: archive.read(name) for name in archive.namelist()}
-    config = json.loads(files["config.json"])
-    config["config"]["layers"][1].update(module="os", class_name="system")
-    files["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(tmp_path / "crafted.keras", "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
+    crafted_keras_file(keras.Model(inputs, keras.layers.Dense(2)(inputs)), str(tmp_path), module="os",
+                       class_name="system")
     with pytest.raises(UserError, match=r"crafted\.keras.*'system', which is neither a Keras nor"):
         load_backbone(str(tmp_path / "crafted.keras"))
 

@@ -21,11 +21,12 @@ import pytest
 from helpers import ROOT, run_cli
 
 from training import run as training_run
-from training.errors import UserError
+from core.errors import UserError
+from training.config import complete
 from tuning import SearchSettings, build_space, declare, parse_spec, results, run_search, to_config
 from tuning.space import Param
 
-BASE = {**training_run.DEFAULTS, "model": "mlp", "verbose": 0, "export": False}
+BASE = complete({"model": "mlp", "verbose": 0, "export": False})
 
 
 def read_csv(path):
@@ -79,7 +80,7 @@ def test_each_tuner_finishes_and_its_best_is_at_least_the_default(tuner, tmp_pat
     # The same configuration trained outside the search, for the same epochs, scores no better.
     keras.backend.clear_session()
     default = training_run.train({**BASE, "epochs": 2, "monitor": "val_accuracy"}, log=lambda *_: None,
-                                 run_dir=str(tmp_path / "default"), evaluate=False)
+                                 run_dir=str(tmp_path / "default"), trial=True)
     assert rows[0]["score"] >= default["best_val_accuracy"] - 1 / 179  # one validation image of slack
 
 

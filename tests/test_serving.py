@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from serving import export_savedmodel, load_export, resolve_export
-from training.errors import UserError
-from training.model import assemble, inference_model, preprocessing_layer
+from core.errors import UserError
+from core.model import assemble, inference_model, preprocessing_layer
 
 
 def tiny_model(input_shape=(8, 8, 1), classes=3):

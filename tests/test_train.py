@@ -57,7 +57,7 @@ def test_export_layout_and_tensorflow_only_consumer(finished_run, tmp_path):
 
     import imagesets
     import keras
-    from training.model import inference_model
+    from core.model import inference_model
 
     images = imagesets.load("digits").arrays["test"][0][:32].astype(np.float32)
     model = keras.models.load_model(os.path.join(metrics["run_dir"], "model.keras"))
@@ -251,7 +251,20 @@ def test_standardize_learns_the_training_pixels_and_travels_with_the_export(tmp_
     assert float(np.ravel(layer.mean)[0]) == pytest.approx(train_pixels.mean(), rel=1e-4)
     assert float(np.ravel(layer.variance)[0]) == pytest.approx(train_pixels.var(), rel=1e-3)
     images = imagesets.load("digits").arrays["test"][0][:16].astype(np.float32)
-    from training.model import inference_model
+    from core.model import inference_model
 
     np.testing.assert_allclose(load_export(metrics["export_path"]).predict(images),
                                inference_model(model).predict(images, verbose=0), atol=1e-5)
+
+
+def test_pipelines_cast_images_to_float_unless_told_not_to():
+    import tensorflow as tf
+
+    from training.pipeline import make_pipeline
+
+    images, labels = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1), np.array([0, 1])
+    cast, y = next(iter(make_pipeline(images, labels, 2, batch_size=2, shuffle=False, seed=0)))
+    kept, _ = next(iter(make_pipeline(images, labels, 2, batch_size=2, shuffle=False, seed=0, cast=False)))
+    assert cast.dtype == tf.float32 and kept.dtype == tf.uint8  # the cached features of the fast path stay as given
+    np.testing.assert_array_equal(kept.numpy(), images)
+    np.testing.assert_array_equal(y.numpy(), np.eye(2))

@@ -33,8 +33,8 @@ from transfer import (
     parameter_counts,
     sklearn_baseline,
 )
-from training.errors import UserError
-from training.model import assemble, inference_model, network_of, preprocessing_layer
+from core.errors import UserError
+from core.model import assemble, inference_model, network_of, preprocessing_layer
 
 # --- Helpers -------------------------------------------------------------------------------
 

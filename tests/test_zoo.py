@@ -25,7 +25,7 @@ import tensorflow as tf
 import imagesets
 import serving
 import zoo
-from training.model import assemble, inference_model, preprocessing_layer
+from core.model import assemble, inference_model, preprocessing_layer
 from zoo._layers import ScaledTanh
 from zoo.alexnet import ALEXNET_MIN_INPUT
 

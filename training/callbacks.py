@@ -1,5 +1,6 @@
 """Callbacks that make a run safe to interrupt: best weights that survive a
-resume, early stopping that remembers its patience, and a NaN guard."""
+resume, early stopping that remembers its patience, a NaN guard, and the
+history log, each stopping with one line when the disk is full."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import os
 
 import keras
+
+from core.errors import size_of, writing
 
 
 class NanLossError(RuntimeError):
@@ -69,10 +72,33 @@ class BestWeights(keras.callbacks.Callback):
         if self._better(float(value)):
             self.best, self.best_epoch = float(value), epoch
             tmp = self.path + ".tmp.weights.h5"
-            (self.save_model or self.model).save_weights(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
-            os.replace(tmp, self.path)
+            with writing(self.path, needed=size_of(self.path), cleanup=[tmp]):  # a full disk keeps the old file
+                (self.save_model or self.model).save_weights(tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
+                os.replace(tmp, self.path)
         elif self.patience and epoch - max(self.best_epoch, self.phase_start - 1) >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
+
+
+class HistoryLog(keras.callbacks.CSVLogger):
+    """Keras' ``CSVLogger`` (``history.csv``, a row appended per epoch) that reports a full disk as such.
+
+    The file is appended to in place, so a failed write can leave a torn last
+    row; that epoch was not checkpointed yet (the checkpoint callback runs
+    after this one), and resuming drops the row and reruns the epoch
+    (``training.rundir.trim_history``).
+    """
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(path, **kwargs)
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        with writing(self.path):
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with writing(self.path):
+            super().on_epoch_end(epoch, logs)

@@ -31,6 +31,7 @@ import signal
 import keras
 
 from core import compat
+from core.errors import size_of, writing
 
 METADATA = "training_metadata.json"
 
@@ -63,12 +64,13 @@ def committed_epoch(backup_dir: str) -> int:
 
 def commit(backup_dir: str, metadata: dict) -> None:
     """Replaces the metadata in one step, flushed to disk first: this is what makes a state current."""
-    tmp_meta = os.path.join(backup_dir, f".tmp-{METADATA}")
-    with open(tmp_meta, "w") as f:
-        json.dump(metadata, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_meta, os.path.join(backup_dir, METADATA))
+    tmp_meta, final = os.path.join(backup_dir, f".tmp-{METADATA}"), os.path.join(backup_dir, METADATA)
+    with writing(final, needed=size_of(final), cleanup=[tmp_meta]):
+        with open(tmp_meta, "w") as f:
+            json.dump(metadata, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_meta, final)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -111,9 +113,11 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1}.weights.h5"
         final = os.path.join(self.backup_dir, name)
         tmp = os.path.join(self.backup_dir, f".tmp-{name}")
-        self.model.save_weights(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, final)
+        previous = os.path.join(self.backup_dir, (read_metadata(self.backup_dir) or {}).get("weights", name))
+        with writing(final, needed=size_of(previous), cleanup=[tmp]):  # a full disk: the last commit stands
+            self.model.save_weights(tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, final)
         self._crash_if("weights-written", epoch)
         optimizer = self.model.optimizer
         steps = int(optimizer.iterations.numpy()) if optimizer is not None else None

@@ -23,7 +23,9 @@ import json
 import os
 
 from core import compat
-from training.errors import UserError
+from core.errors import UserError
+from training.checkpoint import commit, read_metadata
+from training.phases import read_marker
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
@@ -133,8 +135,6 @@ def roll_back(backup_root: str, epoch: int) -> None:
     """Makes ``backup_root`` (one folder per phase) hold the state after ``epoch`` epochs."""
     import shutil
 
-    from training.checkpoint import commit, read_metadata
-    from training.phases import read_marker
 
     if epoch == 0:
         shutil.rmtree(backup_root, ignore_errors=True)

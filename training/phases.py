@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 
 from training import rundir
+from training.callbacks import BestWeights, HistoryLog, NanGuard
+from training.checkpoint import ResumableCheckpoint, committed_epoch
 
 
 @dataclasses.dataclass
@@ -71,8 +73,6 @@ def completed_epochs(backup_root: str, phases: list[Phase]) -> int:
     for phase in phases:
         end = _read_marker(backup_root, phase)
         if end is None:
-            from training.checkpoint import committed_epoch
-
             return max(done, committed_epoch(os.path.join(backup_root, phase.name)))
         done = end
     return done
@@ -91,8 +91,6 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
     """Fits ``model`` phase by phase; returns the last phase's BestWeights callback."""
     import keras
 
-    from training.callbacks import BestWeights, NanGuard
-    from training.checkpoint import ResumableCheckpoint
 
     backup_root = os.path.join(run_dir, "backup")
     csv_path = os.path.join(run_dir, "history.csv")
@@ -123,7 +121,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
         # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
         callbacks = [
             NanGuard(),
-            keras.callbacks.CSVLogger(csv_path, append=True),
+            HistoryLog(csv_path, append=True),
             best,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
             ResumableCheckpoint(os.path.join(backup_root, phase.name)),

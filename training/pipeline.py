@@ -19,8 +19,8 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, num_classes: int, *, b
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
 
-    def cast(x, y):
+    def to_batch(x, y):  # not named "cast": that would hide the argument and always cast
         y = tf.one_hot(y, num_classes) if one_hot else y
         return (tf.cast(x, tf.float32) if cast else x), y
 
-    return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -9,7 +9,12 @@ Choosing the directory for a new command:
   * no directory of that name: start it;
   * unfinished, same configuration: resume it (the interrupted-run case);
   * finished, or unfinished with another configuration: use ``name-2``,
-    ``name-3``, ... so nothing is overwritten or mixed.
+    ``name-3``, ... so nothing is overwritten or mixed;
+  * in use by another process (its ``.lock``, see ``training.lock``): the
+    same, unless the user named the run, which is then refused.
+
+Every file here is written under a temporary name and renamed into place;
+a full disk stops the run with one line (``core.errors.DiskFull``).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import csv
 import json
 import os
 
-from training.errors import UserError
+from core.errors import UserError, size_of, writing
+from training import lock
 
 # Configuration keys that only say where outputs go, how strictly data are checked, or how the same
 # computation is spread over devices (the batch size is global); changing them still resumes.
-OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict", "strategy"}
+OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "export_name", "strict", "strategy",
+               "export_formats"}
 
 
 def fingerprint(config: dict) -> dict:
@@ -41,20 +48,46 @@ def read_config(path: str) -> dict | None:
         return None
 
 
-def choose(runs_dir: str, base: str, config: dict) -> tuple[str, bool, list[str]]:
-    """Returns (run directory, resuming?, notes for the user)."""
+def is_new(path: str) -> bool:
+    """Nothing there yet, or only the lock file of a process that took the name and wrote nothing."""
+    return not os.path.isdir(path) or not set(os.listdir(path)) - {lock.NAME}
+
+
+def choose(runs_dir: str, base: str, config: dict, *, claim: bool = False,
+           named: bool = False) -> tuple[str, bool, list[str]]:
+    """Returns (run directory, resuming?, notes for the user).
+
+    With ``claim`` the directory is locked for this process (``training.lock``)
+    before it is judged, so two commands started together never share one: a
+    directory in use by another process is passed over like a finished run,
+    or, when the user ``named`` the run, refused with the holder's pid.
+    """
     notes = []
     for index in range(1, 10_000):
         name = base if index == 1 else f"{base}-{index}"
         path = os.path.join(runs_dir, name)
-        if not os.path.exists(path):
+        held = None
+        if claim and not is_finished(path):
+            try:
+                held = lock.acquire(path, advice="wait for it to finish, or pass another --run-name")
+            except lock.Busy as busy:
+                if named:
+                    raise
+                who = f"process {busy.pid}" if busy.pid else "another process"
+                notes.append(f"run {name!r} is in use by {who}; leaving it to it")
+                continue
+        if is_new(path):
             return path, False, notes
         if is_finished(path):
+            if held:
+                held.release()
             notes.append(f"run {name!r} already finished; keeping it")
             continue
         previous = read_config(path)
         if previous is not None and fingerprint(previous) == fingerprint(config):
             return path, True, notes
+        if held:
+            held.release()
         changed = sorted(k for k in set(fingerprint(previous or {})) | set(fingerprint(config))
                          if (previous or {}).get(k) != config.get(k))
         notes.append(f"run {name!r} is unfinished with a different configuration ({', '.join(changed[:5])}); "
@@ -117,18 +150,21 @@ def trim_history(csv_path: str, epochs: int) -> list[dict]:
         with open(csv_path, newline="") as f:
             header = next(csv.reader(f), None)
         tmp = csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            if header and rows:
-                writer = csv.DictWriter(f, fieldnames=header)
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, csv_path)
+        with writing(csv_path, needed=size_of(csv_path), cleanup=[tmp]):
+            with open(tmp, "w", newline="") as f:
+                if header and rows:
+                    writer = csv.DictWriter(f, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(rows)
+            os.replace(tmp, csv_path)
     return rows
 
 
 def write_json(path: str, data: dict) -> None:
+    """Writes ``data`` to a temporary file and renames it over ``path``: a reader sees the old file or the new."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with writing(path, needed=len(text.encode("utf-8")), cleanup=[tmp]):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)

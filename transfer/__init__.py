@@ -14,7 +14,7 @@ The story, in the order a run follows it:
    preprocessed images -> ``backbone.features`` -> ``head_model(...)`` (global
    pooling, dropout, optional hidden layers, softmax).  The backbone always
    runs in inference mode, so batch norm keeps its ImageNet statistics.
-   ``training.model.assemble(network, input_shape,
+   ``core.model.assemble(network, input_shape,
    preprocessing=backbone.preprocessing)`` turns it into a training model
    whose exports take raw pixels like any other.
 
@@ -37,7 +37,7 @@ The story, in the order a run follows it:
 
 5. **The floor.**  The probe is the number fine-tuning has to beat:
    ``choose`` keeps the fine-tuned network only if it is not below the probe
-   on validation.  ``sklearn_baseline(backbone, data)`` scores the same probe
+   on validation (a tie in accuracy goes to the lower cross-entropy).  ``sklearn_baseline(backbone, data)`` scores the same probe
    on every split.
 
 Loading a ``.keras`` file that holds a transfer model needs this package
@@ -50,11 +50,21 @@ from transfer.backbones import (
     Backbone,
     BackboneSpec,
     ImagenetPreprocessing,
+    is_architecture,
     load_backbone,
     names,
 )
 from transfer.features import extract_features, feature_extractor, pooled, sklearn_baseline
-from transfer.finetune import ProbeStart, choose, start_from_probe
+from transfer.finetune import (
+    FINETUNE_FACTOR,
+    FINETUNE_WARMUP,
+    HEAD_LR,
+    ProbeStart,
+    choose,
+    cross_entropy,
+    start_from_probe,
+    unfreeze_top,
+)
 from transfer.freeze import (
     POLICY_FORMS,
     describe_freeze,
@@ -68,6 +78,9 @@ from transfer.heads import InferenceMode, Standardize, classifier_network, head_
 from transfer.probe import Probe, fit_probe, initialize_head
 
 __all__ = [
+    "FINETUNE_FACTOR",
+    "FINETUNE_WARMUP",
+    "HEAD_LR",
     "BACKBONES",
     "POLICY_FORMS",
     "PREPROCESSING_MODES",
@@ -79,6 +92,7 @@ __all__ = [
     "ProbeStart",
     "Standardize",
     "choose",
+    "cross_entropy",
     "classifier_network",
     "describe_freeze",
     "discriminative_multipliers",
@@ -87,6 +101,7 @@ __all__ = [
     "fit_probe",
     "freeze",
     "head_model",
+    "is_architecture",
     "initialize_head",
     "leaf_layers",
     "load_backbone",
@@ -94,6 +109,7 @@ __all__ = [
     "parameter_counts",
     "pooled",
     "sklearn_baseline",
+    "unfreeze_top",
     "start_from_probe",
     "unfreeze",
 ]

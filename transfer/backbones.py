@@ -1,7 +1,7 @@
 """Backbones: a pretrained (or our own) network cut before its classifier.
 
 A ``Backbone`` is the fastai-style body: the ``preprocessing`` layer its
-weights expect (named "preprocessing", so ``training.model.assemble`` and
+weights expect (named "preprocessing", so ``core.model.assemble`` and
 ``inference_model`` treat it like any other run's), the ``features`` model
 from preprocessed images to the last feature map, the raw ``input_shape`` it
 was built for, and ``fine_tune_from``, the layer-name prefix where
@@ -15,6 +15,11 @@ fine-tuning usually starts (``freeze(..., "from:auto")``).
 * a ``.keras`` file this toolkit saved (``runs/<run>/model.keras``, an
   export's ``assets/model.keras``), or a run folder holding ``model.keras``;
 * an export folder ``saved_models/<name>[/<version>]``.
+
+This module is the catalog; ``transfer.weights`` finds and checks weight
+files, ``transfer.saved`` cuts the head off a saved classifier, and
+``transfer.freeze`` says where fine-tuning starts for a network without a
+table entry.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
-import urllib.parse
 from typing import Callable
 
 import keras
 from keras import ops
 
+import zoo
 from core import compat
-from training.errors import UserError
+from core.errors import UserError
+from transfer import saved
+from transfer import weights as weights_module
+from transfer.freeze import default_fine_tune_from
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
@@ -42,8 +49,6 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 # "zoo:resnet50" is the zoo's ResNet-50 where a BACKBONES entry has the same name.
 ZOO_PREFIX = "zoo:"
 
-# Where a features model starts its head, by layer name (see ``_cut_head``).
-HEAD_MODEL, GLOBAL_POOL, FLATTEN, PREDICTIONS = "head", "global_pool", "flatten", "predictions"
 
 
 @keras.saving.register_keras_serializable(package="transfer")
@@ -225,41 +230,6 @@ def names() -> list[str]:
     return sorted(BACKBONES)
 
 
-def keras_home() -> str:
-    """``$KERAS_HOME`` or ``~/.keras``, read now (Keras itself reads it once, at import)."""
-    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-
-
-def _offline() -> bool:
-    return os.environ.get("CNN_CLASSROOM_OFFLINE", "") not in ("", "0")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _no_imagenet_weights(name: str, filename: str, why: str, url: str | None = None) -> UserError:
-    where = f" (from {url})" if url else ""
-    return UserError(
-        f"No ImageNet weights for backbone {name!r}: {why}. Put {filename}{where} in ~/.keras/models/ "
-        f"(or $KERAS_HOME/models/), or pass --weights PATH to a local weights file, or --weights none "
-        f"to start from random weights")
-
-
-def _download_failure(error: BaseException) -> str | None:
-    """The URL Keras failed to fetch, '' when the failure names none, None when it is no download failure."""
-    import socket
-    import urllib.error
-
-    url = compat.download_failure_url(error)
-    if url is not None:
-        return url
-    if isinstance(error, (urllib.error.URLError, socket.error, ConnectionError, TimeoutError)):
-        return ""
-    return None
-
-
 def _check_input_shape(name: str, spec: BackboneSpec, input_shape) -> tuple:
     shape = tuple(int(d) for d in (input_shape or (spec.input_size, spec.input_size, 3)))
     if len(shape) != 3:
@@ -280,97 +250,16 @@ def _fold_imagenet_rescale(model: keras.Model) -> None:
     compat.scale_normalization_variance(norm, IMAGENET_STD_RGB)
 
 
-# The published hashes of the no-top ImageNet weights files (md5; sha256 for ConvNeXt), as in
-# keras.applications 3.15.  Keras checks a download against them; ``_check_cached_weights`` checks
-# a file already in the cache, which Keras would otherwise try to download again, or load as it is
-# when a call does not pass the hash.  MobileNetV2's files are published without one.
-WEIGHTS_HASHES = {
-    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5": "4d473c1dd8becc155b73f8504c6f6626",
-    "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5": "fac2f116257151a9d068a22e544a4917",
-    "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5": "d3e8ec802a04aa4fc771ee12a9a9b836",
-    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5": "07fb09a5933dd0c8eaafa16978110389",
-    "efficientnetb0_notop.h5": "50bc09e76180e00e4465e1a485ddc09d",
-    "efficientnetb1_notop.h5": "74c4e6b3e1f6a1eea24c589628592432",
-    "efficientnetb2_notop.h5": "111f8e2ac8aa800a7a99e3239f7bfb39",
-    "efficientnetb3_notop.h5": "af6d107764bb5b1abb91932881670226",
-    "efficientnetv2-b0_notop.h5": "893217f2bb855e2983157299931e43ff",
-    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5": "bcbd6486424b2319ff4ef7d526e38f63",
-    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5": "6d6bbae143d832006294945121d1f1fc",
-    "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5": "30ee3e1110167f948a6b9946edeeb738",
-    "convnext_tiny_notop.h5": "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-    "xception_weights_tf_dim_ordering_tf_kernels_notop.h5": "b0042744bf5b25fce3cb969f33bebb97",
-}
-
-
-def _file_hash(path: str, algorithm: str) -> str:
-    import hashlib
-
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_cached_weights(name: str, path: str) -> None:
-    """Refuses a cached ImageNet weights file whose content is not the published file's."""
-    expected = WEIGHTS_HASHES.get(os.path.basename(path))
-    if expected is None or not os.path.isfile(path):
-        return
-    algorithm = "sha256" if len(expected) == 64 else "md5"
-    found = _file_hash(path, algorithm)
-    if found != expected:
-        raise UserError(f"ImageNet weights {path!r} for backbone {name!r} do not match the published file "
-                        f"({algorithm} {found}, expected {expected}): the file is incomplete, corrupt or "
-                        "replaced; delete it and run again to download it anew")
-
-
-def _imagenet_model(name: str, spec: BackboneSpec, shape: tuple) -> keras.Model:
-    filename = spec.weights_filename(shape)
-    cache = os.path.join(keras_home(), "models")
-    if not os.path.isfile(os.path.join(cache, filename)) and _offline():
-        raise _no_imagenet_weights(name, filename, f"{filename} is not in {cache}/ and downloads are off "
-                                                   "(CNN_CLASSROOM_OFFLINE is set)")
-    _check_cached_weights(name, os.path.join(cache, filename))
-    try:
-        return spec.constructor(include_top=False, weights="imagenet", input_shape=shape)
-    except Exception as error:  # a failed download comes as a bare Exception
-        url = _download_failure(error)
-        if url is None:
-            raise
-        if url:
-            filename = os.path.basename(urllib.parse.urlsplit(url).path) or filename
-        reason = _first_line(error).rpartition(" -- ")[2]
-        why = f"{filename} is not in {cache}/ and the download failed ({reason})"
-        raise _no_imagenet_weights(name, filename, why, url or None) from None
-
-
-def _weights_path(weights) -> str:
-    path = os.path.expanduser(os.fspath(weights))
-    if not os.path.isfile(path):
-        raise UserError(f"Weights file {weights!r} does not exist")
-    if not path.endswith(".h5"):
-        raise UserError(f"Weights file {weights!r} is not a Keras weights file (.weights.h5 or .h5)")
-    return path
-
-
-def _load_weights(model: keras.Model, path: str, what: str) -> None:
-    try:
-        model.load_weights(path)
-    except Exception as error:  # shape mismatches and unreadable files come in many types
-        raise UserError(f"Could not load weights {path!r} into {what}: {_first_line(error)}") from None
-
-
 def _applications_backbone(name: str, input_shape, weights) -> Backbone:
     spec = BACKBONES[name]
     shape = _check_input_shape(name, spec, input_shape)
     if weights == "imagenet":
-        features = _imagenet_model(name, spec, shape)
+        features = weights_module.imagenet_model(name, spec, shape)
     else:
-        path = _weights_path(weights) if weights is not None else None
+        path = weights_module.weights_path(weights) if weights is not None else None
         features = spec.constructor(include_top=False, weights=None, input_shape=shape)
         if path:
-            _load_weights(features, path, f"backbone {name!r}")
+            weights_module.load_weights(features, path, f"backbone {name!r}")
             if spec.imagenet_rescale_fix and not path.endswith(".weights.h5"):
                 # A legacy .h5 file is Keras' ImageNet download; see BackboneSpec.
                 _fold_imagenet_rescale(features)
@@ -379,177 +268,32 @@ def _applications_backbone(name: str, input_shape, weights) -> Backbone:
 
 
 def _zoo_backbone(name: str, input_shape, weights) -> Backbone:
-    import zoo
-
     if weights == "imagenet":
         raise UserError(f"Zoo model {name!r} has no ImageNet weights; pass --weights none to start from random "
                         "weights, --weights PATH for a weights file, or a run's model.keras as the backbone")
-    path = _weights_path(weights) if weights is not None else None
+    path = weights_module.weights_path(weights) if weights is not None else None
     variant = zoo.get(name)
     try:
         features = zoo.build(name, input_shape=input_shape, include_top=False, pooling=None)
     except ValueError as error:
         raise UserError(str(error)) from None
     if path:
-        _load_weights(features, path, f"zoo model {name!r}")
+        weights_module.load_weights(features, path, f"zoo model {name!r}")
     shape = tuple(int(d) for d in features.input_shape[1:])
     preprocessing = keras.layers.Rescaling(1.0 / 255.0, name="preprocessing")
     return Backbone(name, preprocessing, features, shape, default_fine_tune_from(features), name, variant.paper)
 
 
-# --- Cutting a saved classifier -------------------------------------------------------------
+def _saved_backbone(parts, source: str) -> Backbone:
+    name, preprocessing, features, shape = parts
+    return Backbone(name, preprocessing, features, shape, default_fine_tune_from(features), source)
 
 
-def _producer(network: keras.Model, tensor):
-    """The layer of ``network`` whose output is ``tensor`` (None for an input)."""
-    for layer in network.layers:
-        if not isinstance(layer, keras.layers.InputLayer) and any(out is tensor for out in _outputs(layer)):
-            return layer
-    return None
-
-
-def _outputs(layer):
-    output = layer.output
-    return output if isinstance(output, (list, tuple)) else [output]
-
-
-def _after_weights(network: keras.Model, layer) -> bool:
-    """Whether some layer with weights comes before ``layer`` (an MLP flattens the raw image)."""
-    before = network.layers[:network.layers.index(layer)]
-    return any(other.weights for other in before)
-
-
-def _cut_head(network: keras.Model) -> keras.Model:
-    """The features of a classifier network: everything before its head.
-
-    The head starts at the first of these that the network has:
-
-    1. a sub-model named "head" (a ``transfer.classifier_network``): the
-       features are its backbone's features model;
-    2. a layer named "global_pool" (zoo ResNets, Inception, AlexNet-small...):
-       the features are the 4-D map it pools;
-    3. a layer named "flatten" that comes after a layer with weights (LeNet-5,
-       AlexNet): the 4-D map it flattens;
-    4. the "predictions" layer (MLPs, whose "flatten" reads the image
-       itself): its input, stepping back over dropout, i.e. the last hidden
-       layer's activations.
-
-    For a zoo network this is exactly what ``zoo.build(..., include_top=False)`` returns.
-    """
-    from transfer.heads import InferenceMode
-
-    names = {layer.name for layer in network.layers}
-    if HEAD_MODEL in names:
-        wrapped = [layer for layer in network.layers if isinstance(layer, InferenceMode)]
-        if wrapped:
-            return wrapped[0].backbone
-        return keras.Model(network.inputs, network.get_layer(HEAD_MODEL).input, name=f"{network.name}_features")
-    tensor = None
-    if GLOBAL_POOL in names:
-        tensor = network.get_layer(GLOBAL_POOL).input
-    elif FLATTEN in names and _after_weights(network, network.get_layer(FLATTEN)):
-        tensor = network.get_layer(FLATTEN).input
-    elif PREDICTIONS in names:
-        tensor = network.get_layer(PREDICTIONS).input
-        layer = _producer(network, tensor)
-        while isinstance(layer, keras.layers.Dropout):
-            tensor = layer.input
-            layer = _producer(network, tensor)
-    if tensor is None:
-        raise UserError(f"Cannot find the head of network {network.name!r}: it has no layer named "
-                        f"{HEAD_MODEL!r}, {GLOBAL_POOL!r}, {FLATTEN!r} or {PREDICTIONS!r}")
-    return keras.Model(network.inputs, tensor, name=f"{network.name}_features")
-
-
-def _load_failure(error: BaseException) -> str:
-    """Why Keras refused a model file, from the innermost error (Keras wraps the real one)."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
-    text = _first_line(error)
-    if compat.is_lambda_refusal(text):
-        return ("it holds a Lambda layer's Python code, which is never run (Keras' safe mode); "
-                "use a model without Lambda layers")
-    unknown = compat.unknown_object_name(text)
-    if unknown is not None:
-        return (f"it names {unknown!r}, which is neither a Keras nor a cnn-classroom layer; "
-                "only those are loaded from files")
-    return text
-
-
-def _keras_file_backbone(path: str, input_shape, weights, source: str) -> Backbone:
-    import zoo  # noqa: F401 - registers the zoo's custom layers for loading
-    from training.model import network_of
-
-    import augment  # noqa: F401 - registers the augmentation layers a training model holds
-    if weights not in ("imagenet", None):
-        raise UserError(f"Backbone {source!r} carries its own weights; --weights PATH is for named backbones only")
-    try:
-        # Safe mode refuses Lambda layers' serialized Python code; only classes Keras and this toolkit
-        # register can be named in the file.  Nothing in the file is executed.
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # corrupt zips, unknown layers, lambdas refused by safe mode...
-        raise UserError(f"Could not load {path!r} as a Keras model: {_load_failure(error)}") from None
-    try:
-        preprocessing = model.get_layer("preprocessing")
-    except ValueError:
-        raise UserError(f"{path!r} is not one of this toolkit's models: it has no layer named 'preprocessing' "
-                        "(use a run's model.keras or an export)") from None
-    networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if not networks:
-        raise UserError(f"{path!r} is not one of this toolkit's models: no network inside it")
-    network = network_of(model)
-    features = _cut_head(network)
-    shape = tuple(int(d) for d in model.input_shape[1:])
-    if input_shape is not None and tuple(int(d) for d in input_shape) != shape:
-        raise UserError(f"Backbone {source!r} was trained on {'x'.join(map(str, shape))} images; "
-                        f"it cannot take {'x'.join(map(str, input_shape))} (resize the images instead)")
-    return Backbone(network.name, preprocessing, features, shape, default_fine_tune_from(features), source)
-
-
-def _export_backbone(path: str, input_shape, weights, source: str) -> Backbone:
-    from serving.load import resolve_export
-
-    version_dir = resolve_export(path)
-    model_file = os.path.join(version_dir, "assets", "model.keras")
-    if not os.path.isfile(model_file):
-        raise UserError(f"Export {version_dir!r} predates backbone support (no assets/model.keras); "
-                        "use its run's model.keras as the backbone instead")
-    return _keras_file_backbone(model_file, input_shape, weights, source)
-
-
-# --- Where fine-tuning starts, for networks without a table entry -----------------------------
-
-# The finest named block in a hierarchical layer name: conv4_block3, block_16, block6a,
-# stage3_block2, convnext_tiny_stage_3_block_2, inception_4a, expanded_conv_10.
-BLOCK_PATTERN = re.compile(r"^(.*(?:block|inception|expanded_conv)_?\d+[a-z]?)(?:_|$)")
-_STAGE = re.compile(r"^(stage\d+)_")
-
-
-def block_of(layer_name: str) -> str | None:
-    """The block a layer belongs to, from its name (None outside any block)."""
-    match = BLOCK_PATTERN.match(layer_name)
-    return match.group(1) if match else None
-
-
-def default_fine_tune_from(features: keras.Model) -> str | None:
-    """Where to start fine-tuning a network that is not in ``BACKBONES``:
-    its last stage (``stage4_``) if its layers are named by stage, else its
-    last block, else its last layer with a kernel (LeNet's ``c5_conv``).
-
-    Batch normalization never counts: the batch-norm rule keeps it frozen, so
-    starting at a trailing ``c5_bn`` would fine-tune nothing at all."""
-    from transfer.freeze import leaf_layers
-
-    leaves = [layer for layer, _ in leaf_layers(features)]
-    stages = [m.group(1) for m in (_STAGE.match(layer.name) for layer in leaves) if m]
-    if stages:
-        return stages[-1] + "_"
-    blocks = [b for b in (block_of(layer.name) for layer in leaves) if b]
-    if blocks:
-        return blocks[-1]
-    weighted = [layer.name for layer in leaves
-                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
-    return weighted[-1] if weighted else None
+def is_architecture(source) -> bool:
+    """Whether ``source`` names an architecture (a ``BACKBONES`` or zoo name) rather than a file with weights."""
+    source = os.fspath(source)
+    return source in BACKBONES or source in zoo.MODELS or (
+        source.startswith(ZOO_PREFIX) and source[len(ZOO_PREFIX):] in zoo.MODELS)
 
 
 def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
@@ -572,8 +316,6 @@ def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
         UserError: unknown name, missing path or weights file, ImageNet weights
             neither cached nor downloadable, a file that is not this toolkit's.
     """
-    import zoo
-
     source = os.fspath(source)
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
@@ -587,11 +329,12 @@ def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise UserError(f"Backbone file {source!r} does not exist")
-        return _keras_file_backbone(path, input_shape, weights, source)
+        return _saved_backbone(saved.keras_file_features(path, input_shape, weights, source), source)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model.keras")):
-            return _keras_file_backbone(os.path.join(path, "model.keras"), input_shape, weights, source)
-        return _export_backbone(path, input_shape, weights, source)
+            return _saved_backbone(saved.keras_file_features(os.path.join(path, "model.keras"), input_shape,
+                                                             weights, source), source)
+        return _saved_backbone(saved.export_features(path, input_shape, weights, source), source)
     if path.lower().endswith((".h5", ".hdf5")) and os.path.isfile(path):
         # A legacy HDF5 model file can hold Lambda layers' Python code, outside Keras' safe mode.
         raise UserError(f"Backbone {source!r} is a legacy HDF5 model file, which is not loaded because it can "
@@ -608,5 +351,5 @@ def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
                     f"zoo: {', '.join(zoo.names())}; or a .keras file or export folder")
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "ImagenetPreprocessing", "block_of", "default_fine_tune_from",
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "ImagenetPreprocessing", "is_architecture",
            "load_backbone", "names", "PREPROCESSING_MODES"]

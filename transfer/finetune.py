@@ -18,7 +18,18 @@ import dataclasses
 import numpy as np
 
 from transfer.features import extract_features, scores
+from transfer.freeze import freeze
 from transfer.probe import Probe, fit_probe, initialize_head, vectors
+
+# The head's rate.  It starts from the probe, on standardized features: a small, well-conditioned problem
+# that takes a higher rate than a network trained from scratch (fastai's fine_tune trains its frozen phase
+# at 2e-3).  bench/bench_transfer.py measures it beside the zoo's 1e-3 and a hand-picked 1e-2.
+HEAD_LR = 3e-3
+# Fine-tuning runs at a tenth of the head's rate (Keras' transfer-learning guide, fastai's fine_tune) and
+# warms up over this share of its steps: a fresh optimizer's first moments are noisy, and its first steps
+# are the ones that reach the pretrained weights.
+FINETUNE_FACTOR = 0.1
+FINETUNE_WARMUP = 0.1
 
 
 @dataclasses.dataclass
@@ -39,6 +50,11 @@ class ProbeStart:
 
     def accuracy(self, split: str) -> float | None:
         return self.probe.accuracy(*self.vectors[split])
+
+    def loss(self, split: str, label_smoothing: float = 0.0) -> float | None:
+        """The probe's mean cross-entropy on ``split`` (against smoothed targets, as the run's loss)."""
+        x, labels = self.vectors[split]
+        return cross_entropy(softmax(self.probe.logits(x)), labels, label_smoothing)
 
     def summary(self) -> dict:
         return scores(self.probe, self.vectors)
@@ -70,8 +86,53 @@ def start_from_probe(backbone, head, arrays: dict, num_classes: int, *, fit_on_v
     return ProbeStart(probe, features, pooled, how)
 
 
-def choose(network_val_accuracy: float, probe_val_accuracy: float | None) -> str:
-    """"network" unless it is below the probe on validation (a tie keeps the network), else "probe"."""
-    if probe_val_accuracy is None or network_val_accuracy >= probe_val_accuracy:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> float | None:
+    """Mean cross-entropy against one-hot targets smoothed by ``label_smoothing`` (Keras'
+    ``CategoricalCrossentropy(label_smoothing=...)``, the run's own loss); None for no examples."""
+    labels = np.asarray(labels).astype(int)
+    if not len(labels):
+        return None
+    probabilities = np.asarray(probabilities, np.float64)
+    targets = np.full(probabilities.shape, label_smoothing / probabilities.shape[-1])
+    targets[np.arange(len(labels)), labels] += 1.0 - label_smoothing
+    return float(-np.mean(np.sum(targets * np.log(np.clip(probabilities, 1e-12, 1.0)), axis=-1)))
+
+
+def choose(network: tuple, probe: tuple) -> str:
+    """Which to keep, from (validation accuracy, validation cross-entropy) of each: "network" or "probe".
+
+    The higher accuracy wins.  A small folder's validation split holds a few
+    images, so the two often tie on accuracy; the tie goes to the lower
+    validation loss, measured as the run measures it (cross-entropy against
+    targets smoothed by its ``--label-smoothing``), and an exact tie to the network.
+    """
+    (network_accuracy, network_loss), (probe_accuracy, probe_loss) = network, probe
+    if probe_accuracy is None or network_accuracy > probe_accuracy:
         return "network"
-    return "probe"
+    if network_accuracy < probe_accuracy:
+        return "probe"
+    return "probe" if None not in (network_loss, probe_loss) and probe_loss < network_loss else "network"
+
+
+def unfreeze_top(backbone, policy: str) -> str:
+    """Trains the top of ``backbone`` for fine-tuning; returns the policy applied.
+
+    ``from:auto`` is the backbone's usual fine-tuning point (its last 30% of
+    layers with weights when it has none).
+
+    Raises:
+        ValueError: a malformed policy, or one that leaves no backbone weight to
+            train (batch norm always stays frozen, so ``from:c5_bn`` trains nothing).
+    """
+    if policy == "from:auto":
+        policy = f"from:{backbone.fine_tune_from}" if backbone.fine_tune_from else "fraction:0.3"
+    freeze(backbone.features, policy)
+    if not backbone.features.trainable_weights:
+        raise ValueError(f"{policy} leaves no weight of backbone {backbone.name!r} to fine-tune (batch norm always "
+                         "stays frozen); choose layers with kernels, e.g. last:2 or from:LAYER")
+    return policy

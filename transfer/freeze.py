@@ -34,6 +34,8 @@ import re
 import keras
 import numpy as np
 
+from transfer.heads import InferenceMode
+
 POLICY_FORMS = ("all", "none", "last:N", "blocks:N", "fraction:F", "pattern:REGEX", "from:NAME", "from:auto")
 
 
@@ -43,8 +45,6 @@ def _bad_policy(policy, why: str = "") -> ValueError:
 
 
 def _children(layer) -> list:
-    from transfer.heads import InferenceMode
-
     if isinstance(layer, keras.Model):
         return list(layer.layers)
     if isinstance(layer, InferenceMode):
@@ -103,8 +103,6 @@ def _train_from(start: int, count: int) -> list[bool]:
 
 
 def _blocks(leaves) -> list[str | None]:
-    from transfer.backbones import block_of
-
     keys = []
     for layer, parents in leaves:
         key = None
@@ -202,9 +200,7 @@ def freeze(model, policy: str = "all", *, fine_tune_from: str | None = None):
         ValueError: a malformed policy (the message lists the valid forms), or
             one that names no layer of the model.
     """
-    from transfer.backbones import Backbone
-
-    if isinstance(model, Backbone):
+    if hasattr(model, "features") and hasattr(model, "fine_tune_from"):  # a transfer.Backbone
         fine_tune_from = fine_tune_from or model.fine_tune_from
         model = model.features
     return _apply(model, selection(model, policy, fine_tune_from=fine_tune_from))
@@ -284,3 +280,36 @@ def discriminative_multipliers(model, lowest: float) -> dict[str, float]:
     count = len(groups)
     return {variable.path: float(lowest) ** ((count - i) / count)
             for i, group in enumerate(groups) for layer in group for variable in layer.trainable_weights}
+
+
+# --- Where fine-tuning starts, for networks without a table entry -----------------------------
+
+# The finest named block in a hierarchical layer name: conv4_block3, block_16, block6a,
+# stage3_block2, convnext_tiny_stage_3_block_2, inception_4a, expanded_conv_10.
+BLOCK_PATTERN = re.compile(r"^(.*(?:block|inception|expanded_conv)_?\d+[a-z]?)(?:_|$)")
+_STAGE = re.compile(r"^(stage\d+)_")
+
+
+def block_of(layer_name: str) -> str | None:
+    """The block a layer belongs to, from its name (None outside any block)."""
+    match = BLOCK_PATTERN.match(layer_name)
+    return match.group(1) if match else None
+
+
+def default_fine_tune_from(features: keras.Model) -> str | None:
+    """Where to start fine-tuning a network that is not in ``BACKBONES``:
+    its last stage (``stage4_``) if its layers are named by stage, else its
+    last block, else its last layer with a kernel (LeNet's ``c5_conv``).
+
+    Batch normalization never counts: the batch-norm rule keeps it frozen, so
+    starting at a trailing ``c5_bn`` would fine-tune nothing at all."""
+    leaves = [layer for layer, _ in leaf_layers(features)]
+    stages = [m.group(1) for m in (_STAGE.match(layer.name) for layer in leaves) if m]
+    if stages:
+        return stages[-1] + "_"
+    blocks = [b for b in (block_of(layer.name) for layer in leaves) if b]
+    if blocks:
+        return blocks[-1]
+    weighted = [layer.name for layer in leaves
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    return weighted[-1] if weighted else None

@@ -125,7 +125,7 @@ def classifier_network(backbone, num_classes: int | None = None, *, head: keras.
                        name: str | None = None, **head_options) -> keras.Model:
     """Preprocessed images -> backbone features (inference mode) -> head.
 
-    This is the network ``training.model.assemble(network, input_shape,
+    This is the network ``core.model.assemble(network, input_shape,
     preprocessing=backbone.preprocessing, augmentation=...)`` wraps, so
     training, ``inference_model`` and exports work as for a zoo network.
 

@@ -12,8 +12,12 @@ import json
 import os
 
 from core import compat
-from training import rundir
-from training.errors import UserError
+from training import config as config_module
+from training import lock, rundir
+from training.data import load_data
+from training.recipes import load_backbone
+from training.run import summary_lines, train
+from core.errors import UserError
 from tuning.search import OBJECTIVES, TUNERS, SearchSettings, results, run_search, short, write_results
 from tuning.space import SPACES, build_space, parse_spec
 
@@ -29,9 +33,7 @@ KERASTUNER_TUNER_ID=tuner0, tuner1, ... (see the README)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import train
-
-    parser = train.build_parser()
+    parser = config_module.build_parser()
     parser.prog = "train.py search"
     parser.description = ("Search training settings with keras-tuner, then retrain the best on the same data, "
                           "evaluate it on the test split and export it.")
@@ -66,14 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def explicit_keys(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """Training settings whose flags appear in ``argv``: they stay fixed in the search."""
-    from training.run import DEFAULTS
-
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     keys = set()
     for action in compat.parser_actions(parser):
-        if action.dest in DEFAULTS and given & set(action.option_strings):
+        if action.dest in config_module.DEFAULTS and given & set(action.option_strings):
             keys.add(action.dest)
-        if action.dest in DEFAULTS and action.option_strings and any(
+        if action.dest in config_module.DEFAULTS and action.option_strings and any(
                 f"--no-{o[2:]}" in given for o in action.option_strings):
             keys.add(action.dest)
     return keys
@@ -82,9 +82,7 @@ def explicit_keys(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 def tune_specs(args) -> dict:
     specs = {}
     if args.space_file:
-        from train import read_json_object
-
-        loaded = read_json_object(args.space_file, "space file")
+        loaded = config_module.read_json_object(args.space_file, "space file")
         specs.update({k: parse_spec(k, v) for k, v in loaded.items()})
     for item in args.tune:
         key, eq, spec = item.partition("=")
@@ -95,12 +93,10 @@ def tune_specs(args) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from train import resolve_config
-    from training import run
-
     parser = build_parser()
-    config, args = resolve_config(argv, parser)
-    run.check_config(config)
+    config, args = config_module.resolve_config(argv, parser)
+    config = config_module.complete(config)  # the search space's defaults are the run's own settings
+    config_module.check_config(config)
     if args.max_trials < 1:
         raise UserError(f"--max-trials must be at least 1, got {args.max_trials}")
     trial_epochs = args.trial_epochs or min(config["epochs"], 10)
@@ -115,11 +111,11 @@ def main(argv: list[str]) -> int:
                               trial_epochs=trial_epochs, max_minutes=args.max_minutes,
                               max_failures=args.max_failures, hyperband_factor=args.hyperband_factor,
                               seed=config["seed"])
-    name = args.search_name or f"search-{run.default_run_name(config)}"
+    name = args.search_name or f"search-{config_module.default_run_name(config)}"
     folder = os.path.join(config["runs_dir"], name)
     check_same_search(folder, config, space, settings)
     # Bad data settings fail here, once, rather than in every trial; the trials reuse what is loaded.
-    data = run.load_data(config, run.load_backbone(config))
+    data = load_data(config, load_backbone(config))
 
     print(f"Search {folder}: {settings.tuner}, {settings.max_trials} trials of up to {trial_epochs} epochs, "
           f"by {settings.objective}")
@@ -142,8 +138,6 @@ def main(argv: list[str]) -> int:
     final = {**config, **best["settings"], "run_name": f"{name}-best"}
     if args.final == "train+val":
         final.update(fit_on_val=True, patience=0, epochs=int(best.get("best_epoch") or trial_epochs))
-    from training.run import summary_lines, train
-
     print(f"Retraining trial {best['trial']}'s settings ({args.final}) ...")
     metrics = train(final, data=tuner.data_for(final))
     rundir.write_json(os.path.join(folder, "best.json"), {"trial": best["trial"], "score": best["score"],
@@ -157,9 +151,17 @@ def main(argv: list[str]) -> int:
 
 
 def check_same_search(folder: str, config: dict, space: dict, settings: SearchSettings) -> None:
-    """A search folder continues only the search that made it; anything else is refused."""
+    """A search folder continues only the search that made it; anything else is refused.
+
+    The folder is locked for the life of this process (``training.lock``): a
+    second copy of the command is refused rather than running the same trials.
+    The workers of a distributed search share the folder, each with its own lock.
+    """
     from dataclasses import asdict
 
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
+    lock.acquire(folder, name=lock.NAME if tuner_id == "chief" else f"{lock.NAME}-{tuner_id}",
+                 advice="wait for it to finish, or pass --search-name NEW")
     record = {"config": rundir.fingerprint(config), "space": {k: v.describe() for k, v in space.items()},
               "tuner": settings.tuner, "objective": settings.objective, "trial_epochs": settings.trial_epochs}
     path = os.path.join(folder, "search.json")

@@ -1,6 +1,6 @@
 """The search itself: keras-tuner's oracles choose settings, each trial is a training run.
 
-A trial is ``training.run.train(config, run_dir=<trial folder>, evaluate=False)``:
+A trial is ``training.run.train(config, run_dir=<trial folder>, trial=True)``:
 the same data, model assembly, augmentation, phases, checkpoints and NaN
 guard as any run, scored on the validation split only.  So a trial resumes
 from its own checkpoint when a killed search is started again, and a trial
@@ -26,7 +26,9 @@ from keras_tuner.engine.base_tuner import BaseTuner
 
 from core import compat
 from training import rundir
-from training.errors import UserError
+from training.config import complete
+from training.run import load_backbone, load_data, train
+from core.errors import UserError
 from tuning.space import declare, decoded, to_config
 
 TUNERS = ("random", "hyperband", "bayesian")
@@ -113,8 +115,6 @@ class TrainingTuner(BaseTuner):
 
     def data_for(self, config: dict):
         """Loaded once per input (dataset, size, backbone) and shared by the trials."""
-        from training.run import load_backbone, load_data
-
         key = self.data_key(config)
         if key not in self._data:
             self._data[key] = load_data(config, load_backbone(config))
@@ -131,12 +131,10 @@ class TrainingTuner(BaseTuner):
         keras.backend.clear_session()  # each trial's graphs go, so a long search does not grow
 
     def run_trial(self, trial, *args, **kwargs):
-        from training.run import train
-
         config = self.trial_config(trial.hyperparameters.values)
         trial_dir = self.get_trial_dir(trial.trial_id)
         started = time.time()
-        result = train(config, log=lambda *_: None, run_dir=trial_dir, data=self.data_for(config), evaluate=False)
+        result = train(config, log=lambda *_: None, run_dir=trial_dir, data=self.data_for(config), trial=True)
         history = result["history"]
         best = result["best_epoch"]
         row = history[best - 1] if best else (history[-1] if history else {})
@@ -298,6 +296,7 @@ def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str
     same search again continues from where it stopped.  ``data``, when
     given, is ``base``'s data already loaded.
     """
+    base = complete(base)  # every setting, the learning rate of its kind of run included, defaults a hyperparameter
     hp = keras_tuner.HyperParameters()
     declare(hp, space, base)
     oracle = make_oracle(settings, hp)

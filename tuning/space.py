@@ -23,7 +23,8 @@ import dataclasses
 import json
 import math
 
-from training.errors import UserError
+from core.errors import UserError
+from training.config import DEFAULTS
 
 
 @dataclasses.dataclass
@@ -144,7 +145,6 @@ def _bad(key, spec, why):
 def build_space(kind: str, base: dict, *, tune: dict[str, Param], fixed: set[str]) -> dict[str, Param]:
     """The space a search explores: the kind's defaults, minus the keys the user
     fixed with their own flags, with ``tune``'s keys narrowed or added."""
-    from training.run import DEFAULTS
 
     if kind not in SPACES:
         raise UserError(f"Unknown search space {kind!r} (valid: {', '.join(SPACES)})")

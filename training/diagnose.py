@@ -30,6 +30,7 @@ Thresholds are module constants so they can be read (and argued with).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 MIN_EPOCHS = 3
@@ -109,20 +110,37 @@ def diagnose(history: list[dict], *, num_classes: int | None = None) -> dict:
     return {"verdict": verdict, "headline": HEADLINES[verdict], "evidence": evidence, "advice": ADVICE[verdict]}
 
 
+@dataclasses.dataclass
+class _Curves:
+    n: int
+    loss: list
+    acc: list | None
+    val_loss: list | None
+    val_acc: list | None
+    num_classes: int | None
+
+
 def _verdict(history, num_classes):
     n = len(history)
     loss = _series(history, "loss")
     if n < MIN_EPOCHS or loss is None:
         return "too_short", [f"{n} epoch(s) recorded; a diagnosis needs at least {MIN_EPOCHS}"]
-    acc = _series(history, "accuracy")
-    val_loss = _series(history, "val_loss")
-    val_acc = _series(history, "val_accuracy")
-
-    # 2. Divergence: the training loss itself misbehaves.
     bad = [row["epoch"] + 1 for row in history
            if not all(math.isfinite(row.get(k, 0.0)) for k in ("loss", "val_loss"))]
     if bad:
         return "diverging", [f"the loss is not finite at epoch(s) {', '.join(map(str, bad[:5]))}"]
+    curves = _Curves(n, loss, _series(history, "accuracy"), _series(history, "val_loss"),
+                     _series(history, "val_accuracy"), num_classes)
+    for check in (_diverging, _overfitting, _underfitting):
+        found = check(curves)
+        if found:
+            return found
+    return _settled(curves)
+
+
+def _diverging(c: _Curves):
+    """2. Divergence: the training loss itself misbehaves."""
+    loss, n = c.loss, c.n
     if loss[-1] > loss[0]:
         return "diverging", [f"training loss rose from {_fmt(loss[0])} (epoch 1) to {_fmt(loss[-1])} "
                              f"(epoch {n})"]
@@ -132,24 +150,33 @@ def _verdict(history, num_classes):
     if len(jumps) >= 2:
         shown = "; ".join(f"epoch {e}: {_fmt(a)} -> {_fmt(b)}" for e, a, b in jumps[:3])
         return "diverging", [f"training loss jumped up by more than {JUMP:.0%} in {len(jumps)} epochs ({shown})"]
-    if num_classes and num_classes > 1 and acc is not None:
-        chance_loss, chance_acc = math.log(num_classes), 1.0 / num_classes
-        if loss[0] > 3 * chance_loss and acc[-1] < 2 * chance_acc:
+    if c.num_classes and c.num_classes > 1 and c.acc is not None:
+        chance_loss, chance_acc = math.log(c.num_classes), 1.0 / c.num_classes
+        if loss[0] > 3 * chance_loss and c.acc[-1] < 2 * chance_acc:
             return "diverging", [
                 f"the first epoch's training loss was {_fmt(loss[0])}, far above the {_fmt(chance_loss)} "
-                f"(ln {num_classes}) of an untrained classifier",
-                f"training accuracy ended at {acc[-1]:.3f}, chance level being {chance_acc:.3f}"]
+                f"(ln {c.num_classes}) of an untrained classifier",
+                f"training accuracy ended at {c.acc[-1]:.3f}, chance level being {chance_acc:.3f}"]
+    return None
 
-    # 3. Over-fitting: validation loss turned up while training loss kept falling.
-    if val_loss is not None:
-        best = min(range(n), key=val_loss.__getitem__)
-        if (best <= n - 3 and val_loss[-1] > (1 + RISE) * val_loss[best] and loss[-1] < loss[best]):
-            return "overfitting", [
-                f"validation loss rose {val_loss[-1] / val_loss[best] - 1:.0%} from its minimum "
-                f"{_fmt(val_loss[best])} (epoch {best + 1}) to {_fmt(val_loss[-1])} (epoch {n})",
-                f"while training loss fell from {_fmt(loss[best])} to {_fmt(loss[-1])}"]
 
-    # 4. Under-fitting: training has not finished learning, or cannot.
+def _overfitting(c: _Curves):
+    """3. Over-fitting: validation loss turned up while training loss kept falling."""
+    loss, val_loss, n = c.loss, c.val_loss, c.n
+    if val_loss is None:
+        return None
+    best = min(range(n), key=val_loss.__getitem__)
+    if best <= n - 3 and val_loss[-1] > (1 + RISE) * val_loss[best] and loss[-1] < loss[best]:
+        return "overfitting", [
+            f"validation loss rose {val_loss[-1] / val_loss[best] - 1:.0%} from its minimum "
+            f"{_fmt(val_loss[best])} (epoch {best + 1}) to {_fmt(val_loss[-1])} (epoch {n})",
+            f"while training loss fell from {_fmt(loss[best])} to {_fmt(loss[-1])}"]
+    return None
+
+
+def _underfitting(c: _Curves):
+    """4. Under-fitting: training has not finished learning, or cannot."""
+    loss, val_loss, acc, val_acc, n = c.loss, c.val_loss, c.acc, c.val_acc, c.n
     window = max(1, n // 5)
     drop_total = loss[0] - min(loss)
     drop_recent = loss[-1 - window] - loss[-1]
@@ -165,7 +192,12 @@ def _verdict(history, num_classes):
         return "underfitting", [f"training accuracy is only {acc[-1]:.3f} after {n} epochs "
                                 f"(training loss {_fmt(loss[-1])})",
                                 *([f"validation accuracy {val_acc[-1]:.3f}"] if val_acc else [])]
+    return None
 
+
+def _settled(c: _Curves):
+    """5-6. Training has settled: memorized with validation flat, a large gap, or a good fit."""
+    loss, val_loss, acc, val_acc, n = c.loss, c.val_loss, c.acc, c.val_acc, c.n
     if acc is None or val_acc is None:
         return "good_fit", ["no accuracy curves recorded; training loss has settled"]
     gap = acc[-1] - val_acc[-1]

@@ -1,0 +1,105 @@
+"""A run's data: loading it at the size the model takes, checking it, augmenting it, batching it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import augment
+import imagesets
+import zoo
+from core.errors import UserError
+from training.pipeline import make_pipeline
+
+SHOWN_SKIPS = 20  # skipped files listed on the terminal; data_manifest.json has them all
+
+
+def load_data(config: dict, backbone=None):
+    """The ImageSet of ``config["dataset"]``, resized to what the model takes.
+
+    A backbone fixes the input; folder images take the zoo model's input
+    size and channels unless ``--image-size``/``--channels`` say otherwise.
+    """
+    image_size, channels = config["image_size"], config["channels"]
+    if backbone is not None:
+        image_size, channels = backbone.input_shape[:2], backbone.input_shape[2]
+    elif config["dataset"].startswith("folder:"):
+        default = zoo.get(config["model"]).input_shape
+        image_size = image_size or default[:2]
+        channels = channels or default[2]
+    return imagesets.load(config["dataset"], data_dir=config["data_dir"], image_size=image_size, channels=channels,
+                          val_fraction=config["val_fraction"], test_fraction=config["test_fraction"],
+                          seed=config["seed"])
+
+
+def check_data(config: dict, data) -> list[str]:
+    """Lines about files a folder source skipped; raises for --strict or an empty validation split."""
+    lines = []
+    if data.skipped:
+        lines.append(f"Skipped {len(data.skipped)} files that are not readable images:")
+        lines += [f"  {path}: {reason}" for path, reason in data.skipped[:SHOWN_SKIPS]]
+        if len(data.skipped) > SHOWN_SKIPS:
+            lines.append(f"  ... and {len(data.skipped) - SHOWN_SKIPS} more (see data_manifest.json in the run "
+                         "directory)")
+        if config["strict"]:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in data.skipped[:5])
+            more = f"; and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
+            raise UserError(f"--strict: {len(data.skipped)} dataset files are not usable images: {listed}{more}; "
+                            "fix or remove them, or drop --strict to skip them")
+    if data.counts()["val"] == 0:
+        raise UserError("The validation split is empty; add images or raise --val-fraction")
+    return lines
+
+
+def flips_for(config: dict) -> bool:
+    """Mirroring is on unless turned off, or the data are digits or characters."""
+    return augment.default_flips(config["dataset"]) if config["flips"] is None else bool(config["flips"])
+
+
+def augmentation_for(config: dict, data):
+    """The in-graph augmentation stage and the batch-level mixer (either may be None)."""
+    spec = config["augment"]
+    try:
+        parts, _ = augment.parse(spec)
+        colour = data.input_shape[-1] == 3
+        # AlexNet's lighting noise uses the principal components of this dataset's own pixels.
+        pca = augment.fit_pca(data.arrays["train"][0]) if "pca" in parts and colour else None
+        layer = augment.policy(spec, input_shape=data.input_shape, flips=flips_for(config), seed=config["seed"],
+                               pca=pca)
+        mix = augment.mixer(spec, num_classes=data.num_classes, seed=config["seed"])
+    except ValueError as error:
+        raise UserError(f"--augment {spec!r}: {error}") from None
+    return layer, mix
+
+
+def training_arrays(config: dict, data) -> tuple[np.ndarray, np.ndarray]:
+    """What the network fits on: the training split, plus validation for a search's final fit."""
+    if config["fit_on_val"]:
+        # The final fit of a search: the validation images train too (the epoch count comes from the search).
+        return tuple(np.concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
+    return data.arrays["train"]
+
+
+def pipelines(config: dict, data, mix=None):
+    """(training, validation) tf.data pipelines: shuffled, batched, one-hot, mixed when asked."""
+    x_train, y_train = training_arrays(config, data)
+    train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
+                             seed=config["seed"])
+    if mix is not None:
+        train_ds = train_ds.map(mix)
+    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
+    return train_ds, val_ds
+
+
+def class_weights(config: dict, labels: np.ndarray, num_classes: int):
+    """Keras' class_weight for --class-weight balanced (None otherwise)."""
+    if config["class_weight"] == "none":
+        return None
+    if config["class_weight"] != "balanced":
+        raise UserError(f"Unknown class weighting {config['class_weight']!r} (valid: none, balanced)")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    result = {int(c): 1.0 for c in range(num_classes)}
+    result.update({int(c): float(w) for c, w in zip(present, weights)})
+    return result
