@@ -157,12 +157,12 @@ class TransferRecipe:
         Returns what ``metrics.json`` records under "probe": both validation scores,
         both test scores and which was kept.
         """
-        start, smoothing = self.start_state, run.config["label_smoothing"]
-        network = {split: _scores(inference, *run.data.arrays[split], smoothing) for split in ("val", "test")}
-        probe_loss = start.loss("val", smoothing)
+        start = self.start_state
+        network = {split: _scores(inference, *run.data.arrays[split]) for split in ("val", "test")}
+        probe_loss = start.loss("val")
         kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss))
         run.log(f"Validation accuracy: network {network['val'][0]:.4f}, linear probe {start.accuracy('val'):.4f} "
-                f"(loss {network['val'][1]:.4f} and {probe_loss:.4f})")
+                f"(cross-entropy {network['val'][1]:.4f} and {probe_loss:.4f})")
         if kept == "probe":
             run.log("The trained network ends below the linear probe on validation: keeping the probe instead "
                     "(the pretrained backbone with the probe as its head)")
@@ -172,13 +172,13 @@ class TransferRecipe:
                 "head_start": start.how}
 
 
-def _scores(model, images, labels, label_smoothing: float) -> tuple:
-    """(accuracy, the run's loss) of ``model`` on raw images; (None, None) for none."""
+def _scores(model, images, labels) -> tuple:
+    """(accuracy, cross-entropy) of ``model`` on raw images; (None, None) for none."""
     if not len(labels):
         return None, None
     probabilities = model.predict(np.asarray(images, np.float32), batch_size=256, verbose=0)
     return (float(np.mean(probabilities.argmax(-1) == labels)),
-            transfer.cross_entropy(probabilities, labels, label_smoothing))
+            transfer.cross_entropy(probabilities, labels))
 
 
 class ScratchRecipe(ZooRecipe):

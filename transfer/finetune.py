@@ -108,8 +108,10 @@ def choose(network: tuple, probe: tuple) -> str:
 
     The higher accuracy wins.  A small folder's validation split holds a few
     images, so the two often tie on accuracy; the tie goes to the lower
-    validation loss, measured as the run measures it (cross-entropy against
-    targets smoothed by its ``--label-smoothing``), and an exact tie to the network.
+    cross-entropy against the true labels (a proper scoring rule), and an
+    exact tie to the network.  A network trained towards smoothed targets is
+    less confident than the probe, so ties lean to the probe: the safe side,
+    since the probe is the floor.
     """
     (network_accuracy, network_loss), (probe_accuracy, probe_loss) = network, probe
     if probe_accuracy is None or network_accuracy > probe_accuracy:
