@@ -85,7 +85,14 @@ def test_each_tuner_finishes_and_its_best_is_at_least_the_default(tuner, tmp_pat
 
 
 def test_a_transfer_search_trains_head_then_fine_tunes_in_every_trial(tmp_path):
-    base = {**BASE, "backbone": "lenet5_modern", "weights": "none"}
+    # A saved network as the backbone: a named one with --weights none has nothing to transfer and trains whole.
+    import zoo
+    from core.model import assemble, preprocessing_layer
+
+    path = str(tmp_path / "backbone.keras")
+    assemble(zoo.build("lenet5_modern", input_shape=(32, 32, 1), num_classes=3), (32, 32, 1),
+             preprocessing=preprocessing_layer("rescale")).save(path)
+    base = {**BASE, "backbone": path}
     space = build_space("transfer", base, tune={}, fixed=set())
     assert set(space) == {"freeze", "head_hidden", "head_dropout", "lr", "finetune_lr", "discriminative_lr"}
     settings = SearchSettings(max_trials=2, trial_epochs=2)
