@@ -1,3 +1,4 @@
-"""Training runs: model assembly, optimizers and schedules, callbacks, run
-directories and reports.  Kept free of heavy imports at package level so
-that ``core.errors`` is cheap to import."""
+"""Training runs: the configuration (``config``), the kinds of run (``recipes``),
+the run itself in named steps (``run``), its phases, checkpoints, optimizers,
+distribution strategies, reports, diagnosis and mistakes.  Nothing is imported
+at package level, so importing one module stays cheap."""
