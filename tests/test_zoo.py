@@ -43,9 +43,8 @@ def settings(name):
 
 
 def narrow(name, width=0.25):
-    """A width multiplier that makes ``name`` cheap, where it takes one (LeNet-5's
-    C3 connection table is defined for the paper's widths only)."""
-    if "width" not in zoo.options(name) or settings(name).get("connection_table"):
+    """A width multiplier that makes ``name`` cheap, where it takes one."""
+    if "width" not in zoo.options(name):
         return {}
     return {"width": width}
 
@@ -131,6 +130,22 @@ def test_unknown_option_is_named(name):
     for option in ["widht", *others[:1]]:
         with pytest.raises(ValueError, match=re.escape(repr(option))):
             zoo.build(name, **{option: 3})
+
+
+def test_lenet5_uses_table_one_at_its_own_width_and_full_connections_at_any_other():
+    # The search proposes widths for every model; the classic LeNet-5 must build at each of them.
+    from zoo.lenet import ConnectedConv2D
+
+    def c3(model):
+        return model.get_layer("c3_conv")
+
+    assert isinstance(c3(zoo.build("lenet5")), ConnectedConv2D)
+    for width in (0.5, 2.0):
+        model = zoo.build("lenet5", width=width)
+        assert not isinstance(c3(model), ConnectedConv2D)
+        assert c3(model).filters == round(16 * width)
+    with pytest.raises(ValueError, match="needs width=1"):
+        zoo.build("lenet5", width=0.5, connection_table=True)
 
 
 def test_mlp_does_not_take_a_depth():

@@ -147,7 +147,7 @@ def lenet5(
     l2=0.0,
     width=1.0,
     subsampling="trainable",
-    connection_table=True,
+    connection_table=None,
     output="rbf",
     name="lenet5",
 ):
@@ -164,10 +164,14 @@ def lenet5(
         kernel_initializer, l1, l2: kernel initializer and weight penalties.
         width: multiplier on every layer's width (6-16-120-84).
         subsampling: "trainable" (the paper's S2/S4), "avg" or "max" pooling.
-        connection_table: C3 with the paper's Table I (needs ``width=1``).
+        connection_table: C3 with the paper's Table I (needs ``width=1``); None, the
+            default, uses it at the paper's width and full connections at any other
+            (Table I is defined for 6 and 16 maps), so every width builds.
         output: "rbf" (the paper's Euclidean RBF units) or "dense" (softmax layer).
         name: model name.
     """
+    if connection_table is None:
+        connection_table = width == 1.0
     if connection_table and width != 1.0:
         raise ValueError("connection_table=True needs width=1 (Table I is defined for 6 and 16 maps)")
     if output not in ("rbf", "dense"):
