@@ -302,7 +302,120 @@ def is_chief_oracle() -> bool:
     return bool(utils.is_chief_oracle())
 
 
-def start_oracle_server(oracle, address: str):
+def is_worker() -> bool:
+    """True in a worker of a distributed keras-tuner search (it asks the chief for trials).
+
+    Assumes keras-tuner's ``distribute.utils``: ``has_chief_oracle()`` (the
+    address variables are set) and ``is_chief_oracle()``.  Checked with keras-tuner 1.4.8.
+    """
+    utils = _private_module("keras_tuner.src.distribute.utils", "it says which process is a worker")
+    return bool(utils.has_chief_oracle() and not utils.is_chief_oracle())
+
+
+def waiting_for_running_trials(oracle_class):
+    """A subclass of the keras-tuner oracle class ``oracle_class`` that tells a worker to ask again
+    (IDLE) rather than to stop (STOPPED) while another worker still runs a trial.
+
+    That trial goes back to the queue if its worker is lost (``drop_worker``);
+    a worker already told to stop could not take it, and a search whose last
+    workers had stopped would never finish it.
+
+    Assumes ``Oracle.create_trial(tuner_id)`` (decorated with
+    ``keras_tuner.synchronized``) returns a trial with status STOPPED when
+    none is left, after removing ``tuner_id`` from the set ``tuner_ids``
+    (the workers keras-tuner's chief waits for); that ``ongoing_trials``
+    maps each worker's tuner id to its running trial; and that a worker
+    given IDLE asks again (``BaseTuner.search``).  Checked with keras-tuner 1.4.8.
+    """
+    import keras_tuner
+    from keras_tuner.engine.trial import TrialStatus
+
+    check(f"keras-tuner's {oracle_class.__name__} has create_trial and ongoing trials",
+          callable(getattr(oracle_class, "create_trial", None)))
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        trial = super(subclass, self).create_trial(tuner_id)
+        if trial.status == TrialStatus.STOPPED and any(other != tuner_id for other in self.ongoing_trials):
+            self.tuner_ids.add(tuner_id)
+            trial.status = TrialStatus.IDLE
+        return trial
+
+    subclass = type(oracle_class.__name__, (oracle_class,), {
+        "create_trial": create_trial,
+        "__doc__": f"{oracle_class.__name__} whose workers wait while another still runs a trial."})
+    return subclass
+
+
+_WORKER_STATE = ("tuner_ids", "ongoing_trials", "_run_times", "_retry_queue", "end_order", "_save_trial")
+
+
+def oracle_workers(oracle) -> dict[str, str | None]:
+    """The workers a distributed search's chief waits for: {tuner id: the id of the trial it runs, or None}.
+
+    Assumes the oracle's set ``tuner_ids`` (every worker that asked for a
+    trial and was not yet told to stop) and its dict ``ongoing_trials``
+    ({tuner id: trial}).  Checked with keras-tuner 1.4.8.
+    """
+    import keras_tuner
+
+    check("keras-tuner oracles keep their workers in tuner_ids and ongoing_trials",
+          lambda: isinstance(oracle.tuner_ids, set) and isinstance(oracle.ongoing_trials, dict))
+
+    @keras_tuner.synchronized
+    def snapshot(oracle):
+        workers = dict.fromkeys(oracle.tuner_ids)
+        workers.update({tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()})
+        return workers
+
+    return snapshot(oracle)
+
+
+def drop_worker(oracle, tuner_id: str, message: str, *, runs: int) -> tuple[str | None, str | None]:
+    """Forgets the worker ``tuner_id`` of a distributed search: the chief no longer waits for it.
+
+    The trial it was running goes back to the queue, first in line for the
+    next worker that asks, with status INVALID and ``message``; once a trial
+    has lost its worker ``runs`` times it is FAILED with ``message`` instead.
+    Returns (that trial's id, its new status), or (None, None) when the
+    worker was running no trial.
+
+    Assumes, besides ``oracle_workers``' attributes: ``_run_times`` (runs per
+    trial id, counted by ``end_trial``), ``_retry_queue`` (trial ids that
+    ``create_trial`` hands out before new ones, saved with the oracle),
+    ``end_order`` (the ended trials, read by the failure limit),
+    ``_save_trial(trial)`` and ``save()``.  Checked with keras-tuner 1.4.8.
+    """
+    import keras_tuner
+    from keras_tuner.engine.trial import TrialStatus
+
+    check("keras-tuner oracles have tuner_ids, ongoing_trials, _run_times, _retry_queue, end_order and "
+          "_save_trial", lambda: all(hasattr(oracle, name) for name in _WORKER_STATE))
+
+    @keras_tuner.synchronized
+    def drop(oracle):
+        oracle.tuner_ids.discard(tuner_id)
+        trial = oracle.ongoing_trials.pop(tuner_id, None)
+        if trial is None or trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
+            oracle.save()
+            return None, None
+        oracle._run_times[trial.trial_id] += 1
+        trial.message = message
+        if oracle._run_times[trial.trial_id] < runs:
+            trial.status = TrialStatus.INVALID
+            if trial.trial_id not in oracle._retry_queue:
+                oracle._retry_queue.append(trial.trial_id)
+        else:
+            trial.status = TrialStatus.FAILED
+            oracle.end_order.append(trial.trial_id)
+        oracle._save_trial(trial)
+        oracle.save()
+        return trial.trial_id, trial.status
+
+    return drop(oracle)
+
+
+def start_oracle_server(oracle, address: str, *, heard=None, failure_message=None):
     """Serves the keras-tuner ``oracle`` to a distributed search's workers at ``address`` ("host:port").
 
     Returns ``(server, finished)``: the started ``grpc.Server`` (stop it with
@@ -311,19 +424,63 @@ def start_oracle_server(oracle, address: str):
     keras-tuner's own ``oracle_chief.start_server`` without its loop, so the
     caller can poll more often than its 20 s and report as trials end.
 
+    ``heard(tuner_id=..., trial_id=...)`` is called as each request comes:
+    with the worker's id when it asks for a trial, else with the id of the
+    trial the request is about.  ``failure_message(trial_id)`` gives the
+    message of a trial a worker reports failed (keras-tuner's gRPC trial
+    carries none).  A finished trial that a worker reports after it was put
+    back in the queue (its worker was dropped, then answered after all) is
+    taken out of the queue: it is not run again.
+
     Assumes ``keras_tuner.src.distribute.oracle_chief``'s ``OracleServicer``
-    (with its ``stop_triggered`` flag) and ``exit_chief(oracle)``, and
-    ``keras_tuner.src.protos.get_service_grpc().add_OracleServicer_to_server``.
-    Checked with keras-tuner 1.4.8.
+    (with its ``stop_triggered`` flag, and the request fields ``tuner_id``,
+    ``trial_id`` and ``trial``) and ``exit_chief(oracle)``,
+    ``keras_tuner.src.protos.get_service()`` and
+    ``get_service_grpc().add_OracleServicer_to_server``, and the oracle's
+    ``_retry_queue``.  Checked with keras-tuner 1.4.8.
     """
     from concurrent import futures
 
     import grpc
+    import keras_tuner
+    from keras_tuner.engine.trial import Trial, TrialStatus
 
     why = "serving the oracle as keras-tuner's chief does"
     protos = _private_module("keras_tuner.src.protos", why)
     chief = _private_module("keras_tuner.src.distribute.oracle_chief", why)
-    servicer = chief.OracleServicer(oracle)
+    heard = heard or (lambda **_: None)
+    check("keras-tuner's oracles keep the trials to run again in _retry_queue",
+          isinstance(getattr(oracle, "_retry_queue", None), list))
+
+    @keras_tuner.synchronized
+    def unqueue(oracle, trial_id):
+        if oracle.trials[trial_id].status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
+            while trial_id in oracle._retry_queue:
+                oracle._retry_queue.remove(trial_id)
+
+    class Servicer(chief.OracleServicer):
+        def CreateTrial(self, request, context):
+            heard(tuner_id=request.tuner_id)
+            return super().CreateTrial(request, context)
+
+        def UpdateTrial(self, request, context):
+            heard(trial_id=request.trial_id)
+            return super().UpdateTrial(request, context)
+
+        def GetTrial(self, request, context):
+            heard(trial_id=request.trial_id)
+            return super().GetTrial(request, context)
+
+        def EndTrial(self, request, context):  # keras-tuner's, with the failure's message
+            trial = Trial.from_proto(request.trial)
+            heard(trial_id=trial.trial_id)
+            if failure_message is not None and trial.status in (TrialStatus.FAILED, TrialStatus.INVALID):
+                trial.message = failure_message(trial.trial_id)
+            self.oracle.end_trial(trial)
+            unqueue(self.oracle, trial.trial_id)
+            return protos.get_service().EndTrialResponse()
+
+    servicer = Servicer(oracle)
     check("keras-tuner's OracleServicer has the flag stop_triggered", hasattr(servicer, "stop_triggered"))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
@@ -349,33 +506,67 @@ def parser_actions(parser) -> list:
     return list(parser._actions)
 
 
-def tflite_ops(path: str) -> tuple[list[str], list[str]]:
-    """(every op in a .tflite file, the ops computing in float32), read from the flatbuffer itself.
+def tflite_nodes(model: str | bytes) -> list[tuple[str, tuple[str, ...], bool]]:
+    """(op, its output tensors' names, whether it computes in float32) for every op of a .tflite model, in order.
 
-    A custom or Flex (SELECT_TF_OPS) op shows as ``CUSTOM:<name>``.  QUANTIZE and DEQUANTIZE, the
-    boundaries of an integer graph, are not counted as float ops.
+    ``model`` is a file's path or the model's bytes.  A custom or Flex (SELECT_TF_OPS) op shows as
+    ``CUSTOM:<name>``.  QUANTIZE and DEQUANTIZE, the boundaries of an integer graph, are not counted as
+    computing in float.  Tensor names are those the converter gives, TensorFlow's name scopes
+    (``model/lenet5/rbf/add``), which name the Keras layer an op came from.
 
-    Assumes TensorFlow's flatbuffer reader ``tensorflow.lite.tools.flatbuffer_utils.read_model`` and
-    the generated schema ``tensorflow.lite.python.schema_py_generated`` (``BuiltinOperator``,
-    ``TensorType``, operator codes with ``builtinCode``/``deprecatedBuiltinCode``/``customCode``),
-    which are outside the ``tf.*`` API.  Checked with tensorflow 2.21.0.
+    Assumes TensorFlow's flatbuffer reader ``tensorflow.lite.tools.flatbuffer_utils`` (``read_model``,
+    ``read_model_from_bytearray``) and the generated schema ``tensorflow.lite.python.schema_py_generated``
+    (``BuiltinOperator``, ``TensorType``, operator codes with ``builtinCode``/``deprecatedBuiltinCode``/
+    ``customCode``, tensors with ``name`` and ``type``), which are outside the ``tf.*`` API.  Checked with
+    tensorflow 2.21.0.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else value
+
     builtin = {code: op for op, code in vars(schema.BuiltinOperator).items() if not op.startswith("_")}
-    model = flatbuffer_utils.read_model(path)
+    if isinstance(model, str):
+        model = flatbuffer_utils.read_model(model)
+    else:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
     names = []
     for code in model.operatorCodes:
         number = max(code.builtinCode, code.deprecatedBuiltinCode)
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-        names.append(f"CUSTOM:{custom}" if number == schema.BuiltinOperator.CUSTOM else builtin[number])
-    ops, float_ops = set(), set()
+        names.append(f"CUSTOM:{text(code.customCode)}" if number == schema.BuiltinOperator.CUSTOM
+                     else builtin[number])
+    nodes = []
     for graph in model.subgraphs:
         for op in graph.operators:
             op_name = names[op.opcodeIndex]
-            ops.add(op_name)
-            outputs = [graph.tensors[i].type for i in op.outputs if i >= 0]
-            if op_name not in ("QUANTIZE", "DEQUANTIZE") and schema.TensorType.FLOAT32 in outputs:
-                float_ops.add(op_name)
-    return sorted(ops), sorted(float_ops)
+            outputs = [graph.tensors[i] for i in op.outputs if i >= 0]
+            computes_float = (op_name not in ("QUANTIZE", "DEQUANTIZE")
+                              and any(t.type == schema.TensorType.FLOAT32 for t in outputs))
+            nodes.append((op_name, tuple(text(t.name) for t in outputs), computes_float))
+    return nodes
+
+
+def tflite_ops(path: str) -> tuple[list[str], list[str]]:
+    """(every op in a .tflite file, the ops computing in float32), sorted; see ``tflite_nodes``."""
+    nodes = tflite_nodes(path)
+    return sorted({op for op, _, _ in nodes}), sorted({op for op, _, computes_float in nodes if computes_float})
+
+
+def tflite_uint8_input(model: bytes) -> bytes:
+    """A quantized .tflite model whose float32 input is quantized by its first op, made to take uint8 instead.
+
+    The QUANTIZE op then requantizes uint8 to int8 (the same scale, zero point + 128), which is how
+    ``TFLiteConverter`` itself makes the file when ``inference_input_type=tf.uint8``; quantizing outside
+    the converter (``tf.lite.experimental.QuantizationDebugger``) leaves a float input.  The output is
+    left as it is.
+
+    Assumes ``tensorflow.lite.python.util.modify_model_io_type(model, inference_input_type,
+    inference_output_type)``, the function the converter applies, which is outside the ``tf.*`` API.
+    Checked with tensorflow 2.21.0.
+    """
+    import tensorflow as tf
+
+    util = _private_module("tensorflow.lite.python.util", "the converter's modify_model_io_type")
+    check("tensorflow.lite.python.util has modify_model_io_type", hasattr(util, "modify_model_io_type"))
+    return bytes(util.modify_model_io_type(model, tf.uint8, tf.float32))

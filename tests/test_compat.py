@@ -8,10 +8,12 @@ failure names the assumption that broke and the installed versions.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import threading
 import time
+import warnings
 
 import keras
 import keras_tuner
@@ -278,17 +280,78 @@ def test_is_chief_oracle_reads_kerastuners_variables(monkeypatch):
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     check("KERASTUNER_TUNER_ID=chief with the oracle's address set is the chief", compat.is_chief_oracle() is True)
+    check("the chief is not a worker", compat.is_worker() is False)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
-    check("KERASTUNER_TUNER_ID=tuner0 is a worker", compat.is_chief_oracle() is False)
+    check("KERASTUNER_TUNER_ID=tuner0 is a worker", compat.is_chief_oracle() is False and compat.is_worker() is True)
+    monkeypatch.delenv("KERASTUNER_ORACLE_IP")
+    check("without KERASTUNER_ORACLE_IP no process is a worker", compat.is_worker() is False)
 
 
-def test_start_oracle_server_serves_a_real_worker_until_it_is_done(tmp_path, monkeypatch):
+def test_waiting_for_running_trials_keeps_a_worker_asking_while_another_runs_a_trial(tmp_path):
+    plain = oracle_of(keras_tuner.oracles.RandomSearchOracle, max_trials=2)
+    waiting = oracle_of(compat.waiting_for_running_trials(keras_tuner.oracles.RandomSearchOracle), max_trials=2)
+    for name, oracle in (("plain", plain), ("waiting", waiting)):
+        QuickTuner(oracle, tmp_path / name)  # gives the oracle its folder
+        first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+        first.status = "COMPLETED"
+        oracle.update_trial(first.trial_id, {"val_accuracy": 0.5})
+        oracle.end_trial(first)
+        asked = oracle.create_trial("tuner0")  # no trial is left, and tuner1 still runs one
+        expected = "STOPPED" if name == "plain" else "IDLE"
+        check(f"create_trial answers {expected} {'' if name == 'plain' else 'with waiting_for_running_trials '}"
+              f"when no trial is left but another worker runs one (got {asked.status})", asked.status == expected)
+        check(f"the worker told {expected} is {'no longer' if name == 'plain' else 'still'} in tuner_ids",
+              ("tuner0" in oracle.tuner_ids) == (name == "waiting"))
+    second.status = "COMPLETED"
+    waiting.update_trial(second.trial_id, {"val_accuracy": 0.6})
+    waiting.end_trial(second)
+    check("once no other trial runs, create_trial answers STOPPED", waiting.create_trial("tuner0").status == "STOPPED")
+
+
+def test_drop_worker_puts_its_trial_back_in_the_queue_then_fails_it(tmp_path):
+    oracle = oracle_of(compat.waiting_for_running_trials(keras_tuner.oracles.RandomSearchOracle), max_trials=2)
+    QuickTuner(oracle, tmp_path)
+    lost, other = oracle.create_trial("tuner1"), oracle.create_trial("tuner0")
+    check("oracle_workers reads each worker's running trial from ongoing_trials",
+          compat.oracle_workers(oracle) == {"tuner1": lost.trial_id, "tuner0": other.trial_id})
+    check("drop_worker returns the dropped worker's trial as INVALID (queued)",
+          compat.drop_worker(oracle, "tuner1", "tuner1 stopped answering", runs=2) == (lost.trial_id, "INVALID"))
+    check("a dropped worker leaves tuner_ids and ongoing_trials",
+          compat.oracle_workers(oracle) == {"tuner0": other.trial_id})
+    other.status = "COMPLETED"
+    oracle.update_trial(other.trial_id, {"val_accuracy": 0.5})
+    oracle.end_trial(other)
+    again = oracle.create_trial("tuner0")
+    check("create_trial hands the queued trial (_retry_queue) to the next worker that asks, as RUNNING",
+          again.trial_id == lost.trial_id and again.status == "RUNNING")
+    check("a trial whose worker is lost `runs` times is FAILED with the message, in end_order",
+          compat.drop_worker(oracle, "tuner0", "tuner0 stopped answering", runs=2) == (lost.trial_id, "FAILED")
+          and oracle.trials[lost.trial_id].message == "tuner0 stopped answering"
+          and oracle.end_order[-1] == lost.trial_id)
+    check("drop_worker of a worker that runs no trial returns (None, None)",
+          compat.drop_worker(oracle, "tuner9", "gone", runs=2) == (None, None))
+    check("with every trial ended and no worker left, the search is over",
+          compat.oracle_workers(oracle) == {} and oracle.create_trial("tuner0").status == "STOPPED")
+    saved = json.loads((tmp_path / "search" / f"trial_{lost.trial_id}" / "trial.json").read_text())
+    state = json.loads((tmp_path / "search" / "oracle.json").read_text())
+    check("drop_worker saves what it did (the trial's trial.json and the oracle's oracle.json)",
+          saved["status"] == "FAILED" and saved["message"] == "tuner0 stopped answering"
+          and state["retry_queue"] == [] and state["ongoing_trials"] == {})
+
+
+def chief_environment(monkeypatch) -> int:
+    """A free localhost port, and this process as the chief of a distributed search on it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    return port
+
+
+def test_start_oracle_server_serves_a_real_worker_until_it_is_done(tmp_path, monkeypatch):
+    port = chief_environment(monkeypatch)
     chief = QuickTuner(oracle_of(keras_tuner.oracles.RandomSearchOracle, max_trials=2), tmp_path / "chief")
     chief.oracle.verbose = 0
     server, finished = compat.start_oracle_server(chief.oracle, f"127.0.0.1:{port}")
@@ -307,6 +370,48 @@ def test_start_oracle_server_serves_a_real_worker_until_it_is_done(tmp_path, mon
         check(f"a worker runs the chief's trials over gRPC until told to stop, and then OracleServicer's "
               f"stop_triggered and exit_chief() say the chief is finished (trials: {statuses})",
               finished() and statuses == ["COMPLETED", "COMPLETED"] and not thread.is_alive())
+    finally:
+        server.stop(grace=1)
+
+
+def test_start_oracle_server_says_who_calls_and_gives_failed_trials_a_message(tmp_path, monkeypatch):
+    port = chief_environment(monkeypatch)
+    oracle_class = compat.waiting_for_running_trials(keras_tuner.oracles.RandomSearchOracle)
+    chief = QuickTuner(oracle_of(oracle_class, max_trials=3), tmp_path / "chief")
+    chief.oracle.verbose = 0
+    calls = []
+    server, finished = compat.start_oracle_server(chief.oracle, f"127.0.0.1:{port}",
+                                                  heard=lambda **call: calls.append(call),
+                                                  failure_message=lambda trial_id: f"trial {trial_id}: no room")
+    ran = []
+
+    def score(values):  # the first trial: the chief drops its worker, which reports anyway; the second fails
+        ran.append(len(ran))
+        if ran == [0]:
+            compat.drop_worker(chief.oracle, "tuner0", "tuner0 stopped answering", runs=2)
+            return 0.5
+        if ran == [0, 1]:
+            raise ValueError("out of room")
+        return 0.7
+
+    try:
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+        worker = QuickTuner(oracle_of(oracle_class, max_trials=3), tmp_path / "worker", score=score)
+        thread = threading.Thread(target=worker.search, kwargs={"verbose": 0}, daemon=True)
+        thread.start()
+        deadline = time.time() + 60
+        while not finished() and time.time() < deadline:
+            time.sleep(0.1)
+        thread.join(timeout=10)
+        trials = [chief.oracle.trials[key] for key in sorted(chief.oracle.trials)]
+        check(f"heard() gets the worker's id as it asks for a trial, and the trial's id with its other calls "
+              f"(got {calls[:4]})", {"tuner_id": "tuner0"} in calls and {"trial_id": trials[0].trial_id} in calls)
+        check(f"a trial reported finished after its worker was dropped is taken out of the queue, not run again "
+              f"(ran {ran}, statuses {[t.status for t in trials]})",
+              ran == [0, 1, 2] and [t.status for t in trials] == ["COMPLETED", "FAILED", "COMPLETED"])
+        check("a failed trial's message is failure_message(trial_id) (gRPC's trial carries none)",
+              trials[1].message == f"trial {trials[1].trial_id}: no room")
+        check("the chief finishes once its worker is told to stop", finished() and not thread.is_alive())
     finally:
         server.stop(grace=1)
 
@@ -338,3 +443,61 @@ def test_tflite_ops_reads_the_operators_of_a_converted_model(tmp_path):
     check("tflite_ops reads builtin operator names from the flatbuffer", "FULLY_CONNECTED" in ops)
     check("tflite_ops marks float32 outputs", "SOFTMAX" in float_ops)
     assert not any(op.startswith("CUSTOM:") for op in ops)
+
+
+def int8_dense_model():
+    """A Keras Dense+softmax model (its layer named ``scores``) as int8 .tflite bytes with a float32 input."""
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    scores = keras.layers.Dense(3, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=7),
+                                name="scores")  # a seed whose answer is not a saturated softmax
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, scores(inputs)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [np.random.default_rng(i).uniform(0, 255, (1, 4)).astype("float32")] for i in range(20))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a notice about quantized_input_stats, which calibration does not use
+        return converter.convert()
+
+
+def test_tflite_nodes_name_each_ops_outputs_after_its_layer(tmp_path):
+    content = int8_dense_model()
+    nodes = compat.tflite_nodes(content)
+    check("tflite_nodes lists the ops in order, QUANTIZE first",
+          [op for op, _, _ in nodes] == ["QUANTIZE", "FULLY_CONNECTED", "SOFTMAX", "DEQUANTIZE"])
+    check("an op's output tensor is named with its Keras layer's name scope",
+          any("scores" in part for name in nodes[1][1] for part in name.split("/")))
+    check("int8 ops are not marked float", not any(computes_float for _, _, computes_float in nodes))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    assert compat.tflite_nodes(str(path)) == nodes
+
+
+def test_tflite_uint8_input_makes_the_input_uint8_with_the_same_scale():
+    import tensorflow as tf
+
+    content = int8_dense_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        before = tf.lite.Interpreter(model_content=content)
+        after = tf.lite.Interpreter(model_content=compat.tflite_uint8_input(content))
+    check("a quantized model's input is float32 before", before.get_input_details()[0]["dtype"] == np.float32)
+    (scale, zero_point), dtype = after.get_input_details()[0]["quantization"], after.get_input_details()[0]["dtype"]
+    check("modify_model_io_type makes the input uint8", dtype == np.uint8)
+    quantized = compat.tflite_nodes(content)[0][1][0]  # the first op's output: the int8 input
+    int8 = next(t for t in before.get_tensor_details() if t["name"] == quantized)
+    check("the uint8 input has the int8 input's scale, its zero point moved by 128",
+          int8["dtype"] == np.int8 and np.isclose(scale, int8["quantization"][0])
+          and zero_point == int8["quantization"][1] + 128)
+    check("the output stays float32", after.get_output_details()[0]["dtype"] == np.float32)
+    x = np.array([[0, 64, 128, 255]], np.float32)
+    uint8 = np.clip(np.round(x / scale + zero_point), 0, 255).astype(np.uint8)
+    outputs = []
+    for interpreter, images in ((before, x), (after, uint8)):
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    check("the uint8 model computes what the float-input one does", np.array_equal(*outputs))

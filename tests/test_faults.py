@@ -1,4 +1,5 @@
-"""Faults a run survives: two commands on one run directory, a lock left by a killed process, a full disk.
+"""Faults a run survives: two commands on one run directory, a lock left by a killed process, a full disk,
+a distributed search's worker killed for good.
 
 The full disk is injected in this process, at the write itself: ``os.replace``
 onto the file fails, or ``open`` hands out a file that takes a few writes and
@@ -8,11 +9,13 @@ then tears the next one, as the kernel's ENOSPC does.  Training is real.
 from __future__ import annotations
 
 import builtins
+import csv
 import errno
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +27,7 @@ import train as train_cli
 from core.errors import DiskFull
 from helpers import ROOT
 from training import lock, rundir
+from tuning.search import REPORT
 
 EPOCHS = 3
 
@@ -250,3 +254,95 @@ def test_a_full_disk_keeps_the_json_it_would_have_replaced(tmp_path, monkeypatch
         rundir.write_json(str(path), {"epochs": 2})
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"epochs": 1} and os.listdir(tmp_path) == ["config.json"]
+
+
+# --- A distributed search's worker lost for good ---------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def running(folder) -> dict[str, str]:
+    """{worker: trial} as the chief last saved it in oracle.json ({} while it is being written)."""
+    try:
+        return json.loads((folder / "oracle.json").read_text())["ongoing_trials"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def kill_a_worker_mid_trial(folder, workers: dict, deadline: float) -> tuple[str, str]:
+    """Kills (-9) the first worker seen training a trial, and returns (that worker, its trial).
+
+    Paused first, and killed only if the chief still counts the trial as running once it is paused: the trial
+    cannot have ended in between.
+    """
+    while time.time() < deadline:
+        for name, trial in running(folder).items():
+            if name in workers and (folder / f"trial_{trial}" / "config.json").is_file():
+                workers[name].send_signal(signal.SIGSTOP)
+                time.sleep(0.5)
+                if running(folder).get(name) == trial:
+                    workers[name].kill()
+                    workers[name].wait()
+                    return name, trial
+                workers[name].send_signal(signal.SIGCONT)
+        assert all(process.poll() is None for process in workers.values()), "a worker ended before any was killed"
+        time.sleep(0.05)
+    raise AssertionError("no worker was seen running a trial")
+
+
+def test_a_search_worker_killed_mid_trial_is_dropped_and_another_runs_its_trial(tmp_path):
+    # Three settings, one of which really fails (lr 1e6 diverges): its error must reach the chief's table.
+    argv = [sys.executable, os.path.join(ROOT, "train.py"), "search", "--model", "mlp", "--space", "none",
+            "--tune", "lr=0.001,0.01,1e6", "--tune", "optimizer=sgd", "--max-trials", "3", "--trial-epochs", "1",
+            "--final", "none", "--worker-timeout", "4", "--verbose", "0", "--runs-dir", str(tmp_path / "runs")]
+    shared = {**os.environ, "CNN_CLASSROOM_OFFLINE": "1", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+              "KERASTUNER_ORACLE_PORT": str(free_port())}
+    logs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in ("chief", "tuner0", "tuner1")}
+    processes = {}
+    for name, (out, err) in logs.items():  # files, not pipes: nobody reads them while the search runs
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            processes[name] = subprocess.Popen(argv, cwd=ROOT, env={**shared, "KERASTUNER_TUNER_ID": name},
+                                               stdout=stdout, stderr=stderr, text=True)
+    folder = tmp_path / "runs" / "search-mlp-digits"
+    try:
+        workers = {name: processes[name] for name in ("tuner0", "tuner1")}
+        lost, trial = kill_a_worker_mid_trial(folder, workers, deadline=time.time() + 120)
+        survivor = next(name for name in workers if name != lost)
+        for name in ("chief", survivor):
+            processes[name].wait(timeout=120)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = {name: (out.read_text(), err.read_text()) for name, (out, err) in logs.items()}
+    for name in ("chief", survivor):
+        assert processes[name].returncode == 0, (name, output[name][0][-2000:], output[name][1][-3000:])
+    chief_out = output["chief"][0]
+    assert f"worker {lost} stopped answering for " in chief_out, chief_out
+    assert f"trial {trial} goes back in the queue for the next worker" in chief_out, chief_out
+    ran = [line.split()[1].rstrip(":") for line in output[survivor][0].splitlines() if line.startswith("trial ")]
+    assert trial in ran, output[survivor][0]  # the survivor ran the lost worker's trial
+
+    rows = {row["trial"]: row for row in read_csv(folder / "results.csv")}
+    assert len(rows) == 3 and sorted(float(row["lr"]) for row in rows.values()) == [0.001, 0.01, 1e6]
+    for row in rows.values():  # the lost trial included: run again to its end, and counted once
+        if float(row["lr"]) == 1e6:
+            assert row["status"] == "FAILED" and row["error"].startswith("NanLossError: loss became"), row
+        else:
+            assert row["status"] == "COMPLETED" and float(row["score"]) > 0 and not row["error"], row
+    # The error came from the report its worker left in the trial's folder (keras-tuner's gRPC does not carry it).
+    failed = next(key for key, row in rows.items() if row["status"] == "FAILED")
+    report = json.loads((folder / f"trial_{failed}" / REPORT).read_text())
+    assert "NanLossError: loss became" in report["message"]
+    if failed == trial:
+        assert report["worker"] == survivor, report
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -23,7 +23,8 @@ from helpers import ROOT, run_cli
 from training import run as training_run
 from core.errors import UserError
 from training.config import complete
-from tuning import SearchSettings, build_space, declare, parse_spec, results, run_search, to_config
+from tuning import SearchSettings, TrainingTuner, build_space, declare, parse_spec, results, run_search, to_config
+from tuning.search import LOST_RUNS, REPORT, WorkerWatch, make_oracle
 from tuning.space import Param
 
 BASE = complete({"model": "mlp", "verbose": 0, "export": False})
@@ -185,3 +186,49 @@ def test_a_chief_and_two_workers_finish_one_search_together(tmp_path):
     assert len(read_csv(folder / "results.csv")) == 4
     best = json.loads((folder / "best.json").read_text())  # only the chief retrains and exports
     assert os.path.isdir(best["export_path"]) and "Worker finished" in outputs["tuner0"][0]
+
+
+def test_the_chief_drops_a_silent_worker_and_says_where_a_failures_message_is(tmp_path):
+    space = {"lr": parse_spec("lr", "0.001,0.01")}
+    settings = SearchSettings(max_trials=2, trial_epochs=1)
+    hp = keras_tuner.HyperParameters()
+    declare(hp, space, BASE)
+    tuner = TrainingTuner(make_oracle(settings, hp), base=BASE, settings=settings, directory=str(tmp_path),
+                          project_name="search", log=lambda *_: None)
+    tuner.oracle.verbose = 0
+    now = [0.0]
+    watch = WorkerWatch(tuner.oracle, 10, tuner.get_trial_dir, clock=lambda: now[0])
+    trial = tuner.oracle.create_trial("tuner1")
+    watch.heard(tuner_id="tuner1")
+    now[0] = 5
+    watch.heard(trial_id=trial.trial_id)  # its heartbeat
+    now[0] = 14
+    assert watch.drop_silent() == [] and not watch.abandoned()
+    now[0] = 16  # 11 s since it was last heard from
+    requeued = (f"worker tuner1 stopped answering for 11 s; trial {trial.trial_id} goes back in the queue for the "
+                "next worker")
+    assert watch.drop_silent() == [requeued]
+    assert trial.status == "INVALID" and "stopped answering" in trial.message
+    row = results(tuner.oracle, settings)[0]  # waiting to run again: why is in the table
+    assert row["status"] == "INVALID" and row["error"].startswith("worker tuner1 stopped answering for 11 s")
+    assert not watch.abandoned()  # a new worker may still come
+    now[0] = 27
+    assert watch.abandoned()  # every worker gone, none came for a whole timeout: the chief stops
+
+    assert tuner.oracle.create_trial("tuner0").trial_id == trial.trial_id  # the next worker takes it
+    watch.heard(tuner_id="tuner0")
+    assert not watch.abandoned()
+    now[0] = 40
+    failed = (f"worker tuner0 stopped answering for 13 s; trial {trial.trial_id} has lost its worker {LOST_RUNS} "
+              "times and is recorded as failed")
+    assert watch.drop_silent() == [failed] and trial.status == "FAILED"
+
+    # A failure's message comes from the report its worker wrote in the trial's folder, when the chief sees it.
+    other = tuner.oracle.create_trial("tuner0")
+    assert "the workers do not share the search folder with the chief" in watch.failure_message(other.trial_id)
+    assert watch.failure_message(other.trial_id).startswith("failed on worker tuner0; the error is in that worker")
+    report = os.path.join(tuner.get_trial_dir(other.trial_id), REPORT)
+    with open(report, "w", encoding="utf-8") as f:
+        json.dump({"trial": other.trial_id, "worker": "tuner0", "status": "FAILED",
+                   "message": "Traceback ...\nValueError: no room"}, f)
+    assert watch.failure_message(other.trial_id) == "Traceback ...\nValueError: no room"

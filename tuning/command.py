@@ -29,7 +29,8 @@ Examples:
   python train.py search --backbone saved_models/fashion --tuner hyperband --trial-epochs 9
 Distributed: start the chief with KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=<chief address>
 KERASTUNER_ORACLE_PORT=<port>, and each worker with the same command, the same two address variables and
-KERASTUNER_TUNER_ID=tuner0, tuner1, ... (see the README)."""
+KERASTUNER_TUNER_ID=tuner0, tuner1, ... (see the README). A worker silent for --worker-timeout seconds is
+dropped and its trial given to another."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="retrain the best settings for --epochs on the training split (early stopping on "
                             "validation), or on training + validation for the best trial's epoch count, or not")
     group.add_argument("--search-name", help="search folder name under --runs-dir (default: search-MODEL-DATASET)")
+    group.add_argument("--worker-timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="distributed search: the chief drops a worker it has not heard from for this long and "
+                            "gives its trial to another; workers call in every SECONDS/6 (30 s at most), so give "
+                            "every process the same value (default: 120)")
     return parser
 
 
@@ -99,6 +104,8 @@ def main(argv: list[str]) -> int:
     config_module.check_config(config)
     if args.max_trials < 1:
         raise UserError(f"--max-trials must be at least 1, got {args.max_trials}")
+    if args.worker_timeout < 1:
+        raise UserError(f"--worker-timeout must be at least 1 second, got {args.worker_timeout:g}")
     trial_epochs = args.trial_epochs or min(config["epochs"], 10)
     if trial_epochs < 1:
         raise UserError(f"--trial-epochs must be at least 1, got {trial_epochs}")
@@ -110,7 +117,7 @@ def main(argv: list[str]) -> int:
     settings = SearchSettings(tuner=args.tuner, objective=args.objective, max_trials=args.max_trials,
                               trial_epochs=trial_epochs, max_minutes=args.max_minutes,
                               max_failures=args.max_failures, hyperband_factor=args.hyperband_factor,
-                              seed=config["seed"])
+                              seed=config["seed"], worker_timeout=args.worker_timeout)
     name = args.search_name or f"search-{config_module.default_run_name(config)}"
     folder = os.path.join(config["runs_dir"], name)
     check_same_search(folder, config, space, settings)
@@ -122,7 +129,7 @@ def main(argv: list[str]) -> int:
     for key, param in space.items():
         print(f"  {key}: {param.describe()}")
     tuner, finished = run_search(config, space, settings, folder=folder, data=data)
-    if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and "KERASTUNER_ORACLE_IP" in os.environ:
+    if compat.is_worker():
         print("Worker finished: the chief writes the results and retrains the best settings.")
         return 0
     rows = results(tuner.oracle, settings)

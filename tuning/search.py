@@ -10,7 +10,13 @@ recorded as failed while the search goes on.
 Distributed search is keras-tuner's chief/worker mode: with
 ``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT`` set, the process whose
 ``KERASTUNER_TUNER_ID`` is ``chief`` serves the oracle, and every other
-(``tuner0``, ``tuner1``, ...) asks it for trials and runs them.
+(``tuner0``, ``tuner1``, ...) asks it for trials and runs them.  keras-tuner
+assumes workers never die; here a running worker calls in every few seconds
+(``Heartbeat``), and the chief drops one it has not heard from for
+``worker_timeout`` seconds (``WorkerWatch``): its trial goes back in the
+queue for another worker.  A worker writes what became of each trial to the
+trial's folder (``REPORT``), where a chief sharing the filesystem reads a
+failure's message, which keras-tuner's gRPC messages do not carry.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import dataclasses
 import json
 import math
 import os
+import socket
+import threading
 import time
 
 import keras_tuner
@@ -47,11 +55,14 @@ def defaults_first(oracle) -> dict | None:
 # A failed trial prints one line of ours, not keras-tuner's traceback; trial.json keeps the full message.
 compat.print_failed_trial_tracebacks(False)
 
-ORACLES = {
-    "random": compat.proposing_first(keras_tuner.oracles.RandomSearchOracle, defaults_first),
-    "hyperband": compat.proposing_first(keras_tuner.oracles.HyperbandOracle, defaults_first),
-    "bayesian": compat.proposing_first(keras_tuner.oracles.BayesianOptimizationOracle, defaults_first),
-}
+ORACLES = {name: compat.waiting_for_running_trials(compat.proposing_first(oracle_class, defaults_first))
+           for name, oracle_class in (("random", keras_tuner.oracles.RandomSearchOracle),
+                                      ("hyperband", keras_tuner.oracles.HyperbandOracle),
+                                      ("bayesian", keras_tuner.oracles.BayesianOptimizationOracle))}
+
+REPORT = "worker.json"  # in a trial's folder: what the worker that ran it says became of it
+LOST_RUNS = 2  # a trial whose worker is lost this many times is failed: it may be what kills them
+IDLE_WAIT = 1.0  # seconds a worker waits before asking again when the chief has no trial for it yet
 
 
 class _TimeUp(Exception):
@@ -70,6 +81,7 @@ class SearchSettings:
     max_failures: int = 5  # consecutive failed trials that stop the search (something is wrong everywhere)
     hyperband_factor: int = 3
     seed: int = 0
+    worker_timeout: float = 120.0  # distributed: seconds of silence after which the chief drops a worker
 
 
 def make_oracle(settings: SearchSettings, hp) -> keras_tuner.Oracle:
@@ -93,7 +105,9 @@ class TrainingTuner(BaseTuner):
         self.base, self.settings, self.log = base, settings, log
         self.started = time.time()
         self._data = {} if data is None else {self.data_key(base): data}  # ``data``: the base config's, loaded
+        self._idle = False  # the last request for a trial got none
         super().__init__(oracle, directory=directory, project_name=project_name)
+        self.heartbeat = Heartbeat(self.oracle, settings.worker_timeout) if compat.is_worker() else None
 
     def trial_config(self, values: dict) -> dict:
         config = to_config(values, self.base)
@@ -121,6 +135,9 @@ class TrainingTuner(BaseTuner):
         return self._data[key]
 
     def pre_create_trial(self):
+        if self._idle:  # keras-tuner asks again at once; a worker waiting for a trial to come back asks calmly
+            time.sleep(IDLE_WAIT)
+        self._idle = True  # until a trial begins
         limit = self.settings.max_minutes
         if limit is not None and time.time() - self.started > 60 * limit:
             raise _TimeUp
@@ -128,6 +145,12 @@ class TrainingTuner(BaseTuner):
     def on_trial_begin(self, trial):
         import keras
 
+        self._idle = False
+        if self.heartbeat is not None:
+            self.heartbeat.trial_id = trial.trial_id
+            report = os.path.join(self.get_trial_dir(trial.trial_id), REPORT)
+            if os.path.exists(report):
+                os.remove(report)  # a previous run's (its worker was lost)
         keras.backend.clear_session()  # each trial's graphs go, so a long search does not grow
 
     def run_trial(self, trial, *args, **kwargs):
@@ -146,8 +169,24 @@ class TrainingTuner(BaseTuner):
                 "seconds": round(time.time() - started, 2)}
 
     def on_trial_end(self, trial):
+        if self.heartbeat is not None:
+            self.heartbeat.trial_id = None
+            self.write_report(trial)  # before the chief hears of the end, so it can read the message
         super().on_trial_end(trial)
         self.log(trial_line(trial, self.oracle, self.settings))
+
+    def on_search_end(self):
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    def write_report(self, trial) -> None:
+        """``trial_<id>/worker.json``: this worker, the trial's status and its error, for the chief to read."""
+        path = os.path.join(self.get_trial_dir(trial.trial_id), REPORT)
+        try:
+            rundir.write_json(path, {"trial": trial.trial_id, "worker": self.tuner_id, "host": socket.gethostname(),
+                                     "pid": os.getpid(), "status": trial.status, "message": trial.message})
+        except (OSError, UserError) as error:  # the chief then says where the message is instead
+            self.log(f"could not write {path}: {error}")
 
     def save_model(self, trial_id, model, step=0):
         pass  # each trial's weights are already in its folder (best.weights.h5)
@@ -193,7 +232,8 @@ def failure_reason(trial) -> str:
 
 
 def results(oracle, settings: SearchSettings) -> list[dict]:
-    """Every trial, best first; failed ones last with their reason."""
+    """Every trial, best first; failed ones last with their reason (INVALID: its worker was lost, and it
+    waits to run again when the search continues)."""
     rows = []
     for trial in oracle.trials.values():
         metrics = {name: trial.metrics.get_last_value(name) for name in
@@ -202,7 +242,7 @@ def results(oracle, settings: SearchSettings) -> list[dict]:
                      "score": trial.score if trial.status == "COMPLETED" else None,
                      **metrics, "settings": decoded(trial.hyperparameters.values),
                      "epochs_budget": trial.hyperparameters.values.get("tuner/epochs", settings.trial_epochs),
-                     "error": failure_reason(trial) if trial.status == "FAILED" else None})
+                     "error": failure_reason(trial) if trial.status in ("FAILED", "INVALID") else None})
     sign = -1 if settings.objective == "val_accuracy" else 1
     rows.sort(key=lambda r: (r["score"] is None, sign * (r["score"] or 0), r["trial"]))
     return rows
@@ -264,27 +304,138 @@ def plot_trials(rows: list[dict], path: str, settings: SearchSettings) -> None:
     os.replace(tmp, path)
 
 
-def serve_oracle(tuner, *, log=print, poll: float = 1.0) -> None:
+class Heartbeat:
+    """A worker's calls to the chief while it runs a trial, so the chief knows it is alive.
+
+    A background thread asks the chief for the running trial every
+    ``timeout / 6`` seconds (30 at most): cheap for the chief, and several
+    calls fit in the chief's ``worker_timeout`` even if some are late.
+    """
+
+    def __init__(self, oracle, timeout: float):
+        self.oracle, self.every = oracle, min(30.0, timeout / 6)
+        self.trial_id: str | None = None  # set while a trial runs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="search-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self):
+        import grpc
+
+        while not self._stop.wait(self.every):
+            trial_id = self.trial_id
+            if trial_id is not None:
+                try:
+                    self.oracle.get_trial(trial_id)
+                except grpc.RpcError:  # the chief is gone or restarting; the trial's own calls will say so
+                    continue
+
+    def stop(self):
+        self._stop.set()
+
+
+class WorkerWatch:
+    """The chief's view of its workers: when each was last heard from, and dropping the silent ones.
+
+    A worker is heard from when it asks for a trial and with every call about
+    the trial it runs (its ``Heartbeat`` included).  One silent for longer
+    than ``timeout`` seconds is dropped: the chief stops waiting for it, and
+    its trial goes back in the queue, or fails once it has lost its worker
+    ``LOST_RUNS`` times.
+    """
+
+    def __init__(self, oracle, timeout: float, trial_dir, clock=time.monotonic):
+        self.oracle, self.timeout, self.trial_dir, self.clock = oracle, timeout, trial_dir, clock
+        self.seen: dict[str, float] = {}  # worker -> when last heard from
+        self.last_loss: float | None = None
+        self.last_call = clock()  # any call, a dropped worker's included
+
+    def heard(self, tuner_id: str | None = None, trial_id: str | None = None) -> None:
+        now = self.last_call = self.clock()
+        if tuner_id is not None:
+            self.seen[tuner_id] = now
+            return
+        for worker, running in compat.oracle_workers(self.oracle).items():
+            if running == trial_id:
+                self.seen[worker] = now
+
+    def drop_silent(self) -> list[str]:
+        """Drops every worker silent for longer than the timeout; returns a line for each."""
+        now, lines = self.clock(), []
+        for worker in compat.oracle_workers(self.oracle):
+            silent = now - self.seen.setdefault(worker, now)
+            if silent <= self.timeout:
+                continue
+            lost = f"worker {worker} stopped answering for {silent:.0f} s"
+            trial_id, status = compat.drop_worker(self.oracle, worker, f"{lost} while running this trial",
+                                                  runs=LOST_RUNS)
+            self.seen.pop(worker, None)
+            self.last_loss = now
+            if trial_id is None:
+                lines.append(f"{lost}; it is no longer waited for")
+            elif status == "FAILED":
+                lines.append(f"{lost}; trial {trial_id} has lost its worker {LOST_RUNS} times and is recorded "
+                             "as failed")
+            else:
+                lines.append(f"{lost}; trial {trial_id} goes back in the queue for the next worker")
+        return lines
+
+    def abandoned(self) -> bool:
+        """True when workers were lost, none is left, and none has called for a whole timeout."""
+        if self.last_loss is None or compat.oracle_workers(self.oracle):
+            return False
+        return self.clock() - max(self.last_loss, self.last_call) > self.timeout
+
+    def failure_message(self, trial_id: str) -> str:
+        """A failed trial's message, from the report its worker wrote in the trial's folder when the chief sees
+        that folder; otherwise where the message is."""
+        path = os.path.join(self.trial_dir(trial_id), REPORT)
+        try:
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+            if report.get("trial") == trial_id and report.get("message"):
+                return report["message"]
+        except (OSError, ValueError, AttributeError):
+            pass
+        workers = [w for w, running in compat.oracle_workers(self.oracle).items() if running == trial_id]
+        who = f"worker {workers[0]}" if workers else "a worker"
+        return (f"failed on {who}; the error is in that worker's output (it wrote no {REPORT} in "
+                f"{self.trial_dir(trial_id)}: the workers do not share the search folder with the chief)")
+
+
+def serve_oracle(tuner, *, log=print, poll: float = 1.0) -> bool:
     """The chief of a distributed search: serves the oracle to the workers until all have stopped.
 
     keras-tuner's own loop (``oracle_chief.start_server``) checks every 20 s
-    once the first worker is told to stop; this one checks every second, and
-    prints each trial's line as workers finish it.
+    once the first worker is told to stop, and waits for ever for a worker
+    that died; this one checks every second, prints each trial's line as
+    workers finish it, and drops workers that stopped answering
+    (``WorkerWatch``).  Returns False when every worker was lost before the
+    search finished (the same command continues it, with new workers).
     """
     tuner.oracle.verbose = 0  # our one line per trial replaces keras-tuner's display
     tuner.save()
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server, finished = compat.start_oracle_server(tuner.oracle, address)
+    watch = WorkerWatch(tuner.oracle, tuner.settings.worker_timeout,
+                        lambda trial_id: os.path.join(tuner.project_dir, f"trial_{trial_id}"))
+    server, finished = compat.start_oracle_server(tuner.oracle, address, heard=watch.heard,
+                                                  failure_message=watch.failure_message)
     shown = {t.trial_id for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")}
     try:
         while True:
             time.sleep(poll)
+            for line in watch.drop_silent():
+                log(line)
             for trial in list(tuner.oracle.trials.values()):
                 if trial.status in ("COMPLETED", "FAILED") and trial.trial_id not in shown:
                     shown.add(trial.trial_id)
                     log(trial_line(trial, tuner.oracle, tuner.settings))
             if finished():
-                break
+                return True
+            if watch.abandoned():
+                log(f"Every worker stopped answering; the search stops with {len(shown)} trials done. Start "
+                    "workers and run the same command to continue it.")
+                return False
     finally:
         server.stop(grace=1)
 
@@ -307,7 +458,8 @@ def run_search(base: dict, space: dict, settings: SearchSettings, *, folder: str
         tuner.oracle.max_trials = settings.max_trials  # a reloaded oracle forgets what is not in its state
     try:
         if compat.is_chief_oracle():
-            serve_oracle(tuner, log=log)
+            if not serve_oracle(tuner, log=log):
+                return tuner, False
         else:
             tuner.search(verbose=0)
     except _TimeUp:
