@@ -14,7 +14,8 @@ toolkit trains itself:
 3. beside it, the linear probe on the frozen features (which that run fits
    and prints itself) and the same architecture trained from scratch on the
    same folder and split;
-4. compare test accuracy on held-out images of classes 5-9.
+4. compare test accuracy on held-out images of classes 5-9, averaged over
+   three draws of the target images (``--seeds``), each run with its seed.
 
 Two extra columns, labelled as such, at 10 images a class: the head at the
 zoo's rate 1e-3 (the previous default) and at a hand-picked 1e-2, each with
@@ -24,7 +25,7 @@ against.
     python bench/bench_transfer.py            # Fashion-MNIST, ResNet-20 (--quick), several minutes on 2 CPU cores
     python bench/bench_transfer.py --small    # Fashion-MNIST, half-width ResNet-20, 300 images a class to pretrain
     python bench/bench_transfer.py --tiny     # digits, LeNet-5, seconds
-    python bench/bench_transfer.py --small --sizes 10 --no-extras   # what the test runs
+    python bench/bench_transfer.py --small --sizes 10 --no-extras --seeds 1   # what the test runs
 
 Prints a table and writes JSON (``--json``, default bench/results/transfer_<mode>.json).
 It compares; it asserts nothing about time.
@@ -48,7 +49,7 @@ from PIL import Image  # noqa: E402
 SETTINGS = {
     # dataset, pretrain images per class, test images per class, model, pretrain epochs, scratch epochs
     # Digits are never mirrored: a user of digits passes --no-flips (folders flip by default).
-    "tiny": dict(dataset="digits", pretrain_per_class=150, test_per_class=30, model="lenet5_modern",
+    "tiny": dict(dataset="digits", pretrain_per_class=150, test_per_class=50, model="lenet5_modern",
                  pretrain_epochs=8, scratch_epochs=60, flags={"flips": False}),
     "small": dict(dataset="fashion_mnist", pretrain_per_class=300, test_per_class=100, model="resnet20", width=0.5,
                   pretrain_epochs=10, scratch_epochs=30),
@@ -74,6 +75,26 @@ def take(images, labels, classes, per_class, rng):
     return images[chosen], labels[chosen]
 
 
+def draw_order(labels, rng) -> dict:
+    """A random order of each target class's training images; a size takes the first of each."""
+    return {c: rng.permutation(np.flatnonzero(labels == c)) for c in range(5, 10)}
+
+
+def average(draws: list[dict], seeds: list[int]) -> dict:
+    """One entry per column: the mean test accuracy over the draws, each draw's score, and what was kept."""
+    entry = {}
+    for column in draws[0]:
+        rows = [draw[column] for draw in draws]
+        scores = [row["test_accuracy"] for row in rows]
+        entry[column] = {**rows[0], "test_accuracy": float(np.mean(scores)), "per_seed": scores, "seeds": seeds}
+        if "network_test_accuracy" in rows[0]:
+            entry[column]["network_test_accuracy"] = float(np.mean([row["network_test_accuracy"] for row in rows]))
+            entry[column]["kept"] = [row["kept"] for row in rows]
+        if "seconds" in rows[0]:
+            entry[column]["seconds"] = round(float(np.sum([row["seconds"] for row in rows])), 1)
+    return entry
+
+
 def quiet(*_):
     pass
 
@@ -88,7 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-extras", action="store_true", help="skip the labelled extra columns (other head rates)")
     parser.add_argument("--json", help="output file (default bench/results/transfer_<mode>.json)")
     parser.add_argument("--workdir", help="keep the folders and runs here (default: a temporary folder)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the pretraining seed and the first target seed")
+    parser.add_argument("--seeds", type=int, default=3, help="target draws (and run seeds) averaged per size")
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "small" if args.small else "quick"
     s = SETTINGS[mode]
@@ -106,8 +128,6 @@ def main(argv=None) -> int:
     x, y = source.arrays["train"]
     x_test, y_test = source.arrays["test"]
     write_folder(os.path.join(workdir, "pretrain"), *take(x, y, range(5), s["pretrain_per_class"], rng), names)
-    # One draw of the target classes; each size takes the first images of it, so sizes nest.
-    order = {c: rng.permutation(np.flatnonzero(y == c)) for c in range(5, 10)}
     test_folder = os.path.join(workdir, "target-test")
     write_folder(test_folder, *take(x_test, y_test, range(5, 10), s["test_per_class"], rng), names)
 
@@ -129,26 +149,36 @@ def main(argv=None) -> int:
                          "seconds": round(time.time() - t0, 1), "train_images": metrics["counts"]["train"],
                          "val_images": metrics["counts"]["val"], "test_images": metrics["counts"]["test"]}
 
-    for per_class in args.sizes:
-        target = os.path.join(workdir, f"target{per_class}")
-        chosen = np.concatenate([order[c][:per_class] for c in range(5, 10)])
+    def one_draw(per_class, seed):
+        """One draw of the target images (the first per_class of this seed's order) and its runs."""
+        target = os.path.join(workdir, f"target{per_class}-s{seed}")
+        chosen = np.concatenate([orders[seed][c][:per_class] for c in range(5, 10)])
         write_folder(os.path.join(target, "train"), x[chosen], y[chosen], names)
         if not os.path.exists(os.path.join(target, "test")):
             os.symlink(test_folder, os.path.join(target, "test"))
-        dataset = f"folder:{target}"
-        flags = s.get("flags", {})
-        fine, row = run(f"transfer{per_class}", dataset, {"backbone": export, **README_SHAPE, **flags})
+        dataset, flags, seeded = f"folder:{target}", s.get("flags", {}), {"seed": seed}
+        fine, row = run(f"transfer{per_class}-s{seed}", dataset, {"backbone": export, **README_SHAPE, **flags, **seeded})
         probe = fine["probe"]
         entry = {"fine_tuned": {**row, "kept": probe["kept"], "network_test_accuracy": probe["network_test_accuracy"]},
                  "probe": {"test_accuracy": probe["test_accuracy"], "val_accuracy": probe["val_accuracy"]}}
-        _, entry["scratch"] = run(f"scratch{per_class}", dataset,
+        _, entry["scratch"] = run(f"scratch{per_class}-s{seed}", dataset,
                                   {"model": s["model"], "epochs": s["scratch_epochs"], "augment": "light", **shape,
-                                   **width, **flags})
+                                   **width, **flags, **seeded})
         for name, rates in EXTRA.items() if per_class == 10 and not args.no_extras else ():
-            extra, row = run(f"{name}-{per_class}", dataset, {"backbone": export, **README_SHAPE, **rates, **flags})
+            extra, row = run(f"{name}-{per_class}-s{seed}", dataset,
+                             {"backbone": export, **README_SHAPE, **rates, **flags, **seeded})
             entry[name] = {**row, "kept": extra["probe"]["kept"], "rates": rates,
                            "network_test_accuracy": extra["probe"]["network_test_accuracy"]}
-        results["sizes"][str(per_class)] = entry
+        return entry
+
+    # Each seed draws its own target images (sizes nest within a seed) and seeds its runs; the test
+    # folder is one draw for all.  With 1-4 validation images a class the floor's choice and the
+    # test score move by a few images from draw to draw, so the table reports the mean over seeds.
+    seeds = [args.seed + k for k in range(args.seeds)]
+    orders = {seed: draw_order(y, np.random.default_rng(seed)) for seed in seeds}
+    for per_class in args.sizes:
+        draws = [one_draw(per_class, seed) for seed in seeds]
+        results["sizes"][str(per_class)] = entry = average(draws, seeds)
         print_row(per_class, entry)
 
     report = {"mode": mode, "settings": s, "command_shape": README_SHAPE, "results": results, "workdir": workdir,
@@ -167,8 +197,9 @@ def print_row(per_class: int, entry: dict) -> None:
               f"{'[head 1e-3]':>11} {'[head 1e-2]':>11}")
         print_row.headed = True
     fine = entry["fine_tuned"]
+    kept = "".join(kind[0] for kind in fine["kept"])  # per seed: n = network, p = probe
     extras = " ".join(f"{entry[name]['test_accuracy']:>11.4f}" if name in entry else f"{'-':>11}" for name in EXTRA)
-    print(f"{per_class:>7} {fine['test_accuracy']:>10.4f} {fine['network_test_accuracy']:>9.4f} {fine['kept']:>7} "
+    print(f"{per_class:>7} {fine['test_accuracy']:>10.4f} {fine['network_test_accuracy']:>9.4f} {kept:>7} "
           f"{entry['probe']['test_accuracy']:>6.4f} {entry['scratch']['test_accuracy']:>7.4f} {extras}",
           flush=True)
 
