@@ -8,6 +8,7 @@ import augment
 import imagesets
 import zoo
 from core.errors import UserError
+from core.rows import concatenate
 from training.pipeline import make_pipeline
 
 SHOWN_SKIPS = 20  # skipped files listed on the terminal; data_manifest.json has them all
@@ -75,7 +76,8 @@ def training_arrays(config: dict, data) -> tuple[np.ndarray, np.ndarray]:
     """What the network fits on: the training split, plus validation for a search's final fit."""
     if config["fit_on_val"]:
         # The final fit of a search: the validation images train too (the epoch count comes from the search).
-        return tuple(np.concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
+        # concatenate keeps a folder's images on disk: a view of both splits' rows, not a copy.
+        return tuple(concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
     return data.arrays["train"]
 
 

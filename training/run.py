@@ -231,7 +231,7 @@ def evaluate(run: Run, fitted: dict) -> dict:
     inference = inference_model(run.model)
     probe = run.recipe.finish(run, inference)  # may swap in the linear probe
     x_test, y_test = data.arrays["test"]
-    probabilities = predict_tta(inference, x_test.astype(np.float32), config["tta"], flips=flips_for(config))
+    probabilities = predict_tta(inference, x_test, config["tta"], flips=flips_for(config))  # a chunk at a time
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
     plot_confusion_matrix(matrix, data.class_names, run.path("confusion_matrix.png"),
                           title=f"{run.title}: test accuracy {accuracy:.4f}")
