@@ -88,7 +88,10 @@ def pipelines(config: dict, data, mix=None):
                              seed=config["seed"])
     if mix is not None:
         train_ds = train_ds.map(mix)
-    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
+    # Validation batches the size of training's: a few of them are in flight at once (prefetch), so a fixed
+    # 256 would hold several 256-image float32 batches whatever --batch-size asked for.
+    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=config["batch_size"], shuffle=False,
+                           seed=0)
     return train_ds, val_ds
 
 
