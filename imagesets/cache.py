@@ -24,11 +24,12 @@ delete at any time.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 import os
 import shutil
 import tempfile
+import time
 
 import PIL
 
@@ -39,6 +40,8 @@ CACHE_ENV = "CNN_CLASSROOM_CACHE_DIR"
 FORMAT = 1
 PIXELS, META = "pixels.u8", "meta.json"
 PARTIAL = ".partial-"  # in the name of an entry still being written
+STALE = ".stale-"  # in the name of an untrusted entry being removed
+ABANDONED_AFTER = 24 * 3600  # seconds: a partial entry this old was left by a crash, not a slow writer
 
 
 def cache_root() -> str:
@@ -103,6 +106,7 @@ def load_or_build(files: list[str], row_shape, decode) -> tuple[DiskImages, list
 def _build(directory: str, key: str, count: int, row_shape: tuple, decode) -> list:
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
+    remove_abandoned(parent)
     temp = tempfile.mkdtemp(prefix=key + PARTIAL, dir=parent)
     try:
         errors = _write_pixels(os.path.join(temp, PIXELS), count, row_shape, decode)
@@ -113,6 +117,19 @@ def _build(directory: str, key: str, count: int, row_shape: tuple, decode) -> li
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return errors
+
+
+def remove_abandoned(parent: str, now: float | None = None) -> None:
+    """Deletes the partial entries crashed writers left behind (never read, but they take disk)."""
+    now = time.time() if now is None else now
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        try:
+            old = now - os.path.getmtime(path) > ABANDONED_AFTER
+        except OSError:
+            continue  # removed meanwhile
+        if (PARTIAL in name or STALE in name) and old:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_pixels(path: str, count: int, row_shape: tuple, decode) -> list:
@@ -148,7 +165,7 @@ def _publish(temp: str, directory: str, key: str, count: int, row_shape: tuple) 
         if trusted(directory, key, count, row_shape) is not None:  # another process finished it meanwhile
             shutil.rmtree(temp, ignore_errors=True)
             return
-        stale = tempfile.mkdtemp(prefix=key + ".stale-", dir=os.path.dirname(directory))
+        stale = tempfile.mkdtemp(prefix=key + STALE, dir=os.path.dirname(directory))
         os.rename(directory, os.path.join(stale, "entry"))
         shutil.rmtree(stale, ignore_errors=True)
     try:

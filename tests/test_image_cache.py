@@ -14,7 +14,7 @@ from core.rows import concatenate, predict, take
 from imagesets import cache
 from imagesets import folder as folder_module
 from imagesets.diskarray import DiskImages
-from imagesets.images import load_image, list_images
+from imagesets.images import list_images, load_image
 from tests.helpers import write_digit_folder
 
 
@@ -178,6 +178,9 @@ def test_a_partial_entry_of_a_crashed_writer_is_never_read(tmp_path, own_cache, 
     load(root)
     assert len(decodes) == 15
     assert (own_cache / "images" / key / cache.META).exists()
+    assert partial.exists()  # it may be another process still writing
+    cache.remove_abandoned(str(own_cache / "images"), now=os.path.getmtime(partial) + cache.ABANDONED_AFTER + 1)
+    assert entries(own_cache) == [key]  # a day later it is taken for a crash's leftovers
 
 
 def test_an_unwritable_cache_falls_back_to_memory_with_a_note(tmp_path, monkeypatch, capsys):
