@@ -4,14 +4,15 @@
     photos/train/cat/...  photos/val/...  photos/test/...  -> the given splits
 
 Every file is decoded once, up front, by its content (not its extension), so a
-bad file is reported before training instead of failing mid-epoch.  The
+bad file is reported before training instead of failing mid-epoch.  Files are
+decoded by a thread pool, large JPEGs at a reduced scale (``images._draft_jpeg``),
+with a progress line on stderr when the scan takes more than a second.  The
 decoded images go to an on-disk cache (``imagesets.cache``) that later loads
 read instead of decoding again, and a split's images are rows of that cache
-read on demand (``imagesets.diskarray``), so a folder need not fit in memory.  Files are
-decoded by a thread pool, large JPEGs at a reduced scale (``images._draft_jpeg``),
-with a progress line on stderr when the scan takes more than a second.  Every file
-under the folder is accounted for: used, skipped with the reason it is not a
-usable image, or ignored (OS and tool litter, files outside class folders).
+read on demand (``imagesets.diskarray``), so a folder need not fit in memory.
+Every file under the folder is accounted for: used, skipped with the reason it
+is not a usable image, or ignored (OS and tool litter, files outside class
+folders).
 """
 
 from __future__ import annotations

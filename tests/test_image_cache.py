@@ -73,6 +73,9 @@ def test_the_rows_are_the_pixels_a_full_decode_gives(tmp_path, own_cache):
     images = data.arrays["train"][0]
     np.testing.assert_array_equal(np.asarray(images), expected)
     assert images.shape == expected.shape and images.dtype == np.uint8 and len(images) == 15
+    streamed = list(data.train.as_numpy_iterator())  # the unbatched dataset reads the same rows
+    np.testing.assert_array_equal(np.stack([image for image, _ in streamed]), expected)
+    np.testing.assert_array_equal([label for _, label in streamed], data.arrays["train"][1])
     assert data.skipped == [(os.path.join(root, "1", "broken.png"), "not an image: its content is no known "
                                                                      "image format")]
 
