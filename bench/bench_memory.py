@@ -88,11 +88,11 @@ def peak_rss(command: list[str], cwd: str, env: dict) -> dict:
     return result
 
 
-def run_case(work: str, count: int, size: int, code: str, runs=("cold", "warm")) -> dict:
+def run_case(work: str, count: int, size: int, code: str, runs=("cold", "warm"), model=(MODEL,)) -> dict:
     folder, cache, runs_dir = (os.path.join(work, name) for name in ("photos", "cache", "runs"))
     megabytes = write_folder(folder, count)
     env = {**os.environ, CACHE_ENV: cache, "CNN_CLASSROOM_OFFLINE": "1"}
-    command = [sys.executable, "train.py", "--dataset", f"folder:{folder}", "--model", MODEL,
+    command = [sys.executable, "train.py", "--dataset", f"folder:{folder}", "--model", *model,
                "--image-size", str(size), str(size), "--channels", "3", "--epochs", "1", "--batch-size", str(BATCH),
                "--runs-dir", runs_dir, "--no-export", "--verbose", "0"]
     case = {"files": count, "size": size, "file_megabytes": round(megabytes, 1),
@@ -126,16 +126,19 @@ def main(argv=None) -> int:
     parser.add_argument("--case", nargs=2, type=int, action="append", metavar=("FILES", "SIZE"),
                         help="run these cases instead of the mode's (repeatable)")
     parser.add_argument("--cold-only", action="store_true", help="skip the second (warm-cache) run of each case")
+    parser.add_argument("--model", default=MODEL, help="the zoo model trained")
+    parser.add_argument("--width", type=float, help="its width multiplier (default: the model's own)")
     args, mode, output = parse_size("memory", __doc__, argv, quick="1,500 and 6,000 images at 128x128",
                                     full="also 20,000 at 224x224", parser=parser)
     cases, runs = [], ("cold",) if args.cold_only else ("cold", "warm")
+    model = (args.model, *(["--width", str(args.width)] if args.width else []))
     for count, size in args.case or CASES[mode]:
         work = tempfile.mkdtemp(prefix=f"bench-memory-{count}-")
         try:
-            cases.append(run_case(work, count, size, os.path.abspath(args.code), runs))
+            cases.append(run_case(work, count, size, os.path.abspath(args.code), runs, model))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"mode": mode, "model": MODEL, "epochs": 1, "batch_size": BATCH, "code": os.path.abspath(args.code),
+    result = {"mode": mode, "model": args.model, "width": args.width, "epochs": 1, "batch_size": BATCH, "code": os.path.abspath(args.code),
               "cases": cases, "done_when": verdict(cases), "machine": machine_info()}
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
