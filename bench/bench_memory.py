@@ -138,7 +138,8 @@ def main(argv=None) -> int:
             cases.append(run_case(work, count, size, os.path.abspath(args.code), runs, model))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"mode": mode, "model": args.model, "width": args.width, "epochs": 1, "batch_size": BATCH, "code": os.path.abspath(args.code),
+    result = {"mode": mode, "model": args.model, "width": args.width, "epochs": 1, "batch_size": BATCH,
+              "code": os.path.abspath(args.code),
               "cases": cases, "done_when": verdict(cases), "machine": machine_info()}
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
