@@ -274,9 +274,11 @@ def fit_pca(images, max_pixels: int = 1_000_000, seed: int = 0):
     Raises:
         ValueError: the images are not RGB.
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"fit_pca needs RGB images of shape (N, H, W, 3); got shape {images.shape}")
+    images = images if hasattr(images, "shape") else np.asarray(images)
+    if len(images.shape) != 4 or images.shape[-1] != 3:
+        raise ValueError(f"fit_pca needs RGB images of shape (N, H, W, 3); got shape {tuple(images.shape)}")
+    if not isinstance(images, np.ndarray):  # a folder's images on disk: read a sample, not the split
+        images = _sample_rows(images, max_pixels, seed)
     pixels = images.reshape(-1, 3)
     if len(pixels) > max_pixels:
         pixels = pixels[np.random.default_rng(seed).choice(len(pixels), max_pixels, replace=False)]
@@ -285,6 +287,13 @@ def fit_pca(images, max_pixels: int = 1_000_000, seed: int = 0):
     order = np.argsort(eigenvalues)[::-1]
     # Tiny negative values are round-off of a rank-deficient covariance.
     return np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
+
+
+def _sample_rows(images, max_pixels: int, seed: int) -> np.ndarray:
+    """Enough seeded images of an on-disk split to give ``max_pixels`` pixels, read together."""
+    per_image = int(np.prod(images.shape[1:3]))
+    count = min(len(images), -(-max_pixels // per_image))
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
 
 
 @keras.saving.register_keras_serializable(package="augment")

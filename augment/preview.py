@@ -8,7 +8,7 @@ import numpy as np
 def augmented_samples(images, policy_layer, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` images drawn with ``seed`` and passed through ``policy_layer``
     in training mode.  Returns (indices into ``images``, uint8 results)."""
-    images = np.asarray(images)
+    images = images if hasattr(images, "shape") else np.asarray(images)  # a folder's stay on disk
     rng = np.random.default_rng(seed)
     # Sampling with replacement only when asked for more cells than images,
     # so a small set shows several draws of the same picture.

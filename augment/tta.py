@@ -18,7 +18,11 @@ becomes plain prediction and "ten_crop" five crops.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from core.rows import predict
 
 MODES = ("none", "flip", "ten_crop")
 
@@ -77,10 +81,21 @@ def predict_tta(model, images, mode: str = "flip", *, batch_size: int = 256, fli
     Returns:
         (N, num_classes) float32 probabilities; rows sum to 1.
     """
+    images = images if hasattr(images, "shape") else np.asarray(images)
+    count = _view_count(images.shape[1:], mode, flips)  # a bad mode or shape fails here, before predicting
     total = None
-    all_views = views(images, mode, flips=flips, padding=padding)
-    for view in all_views:
-        outputs = np.asarray(model.predict(view, batch_size=batch_size, verbose=0), dtype=np.float64)
+    for view in range(count):
+        # One view of a chunk at a time (core.rows.predict): the split is never held as float32, let alone x10.
+        pick = functools.partial(_view, view=view, mode=mode, flips=flips, padding=padding)
+        outputs = np.asarray(predict(model, images, batch_size, transform=pick), dtype=np.float64)
         probabilities = _as_probabilities(outputs, from_logits)
         total = probabilities if total is None else total + probabilities
-    return (total / len(all_views)).astype(np.float32)
+    return (total / count).astype(np.float32)
+
+
+def _view_count(row_shape, mode: str, flips: bool) -> int:
+    return len(views(np.zeros((1, *row_shape), np.float32), mode, flips=flips, padding=1))
+
+
+def _view(chunk, *, view: int, mode: str, flips: bool, padding):
+    return views(chunk, mode, flips=flips, padding=padding)[view]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from core.rows import batches, on_disk
+
 PREPROCESSING = ("rescale", "standardize")
 
 
@@ -23,9 +25,20 @@ def preprocessing_layer(kind: str, train_images: np.ndarray | None = None):
         if train_images is None:
             raise ValueError("standardize needs the training images to learn mean and variance from")
         layer = keras.layers.Normalization(axis=-1, name="preprocessing")
-        layer.adapt(np.asarray(train_images, dtype=np.float32))
+        layer.adapt(_adapt_data(train_images))
         return layer
     raise ValueError(f"Unknown preprocessing {kind!r} (valid: {', '.join(PREPROCESSING)})")
+
+
+def _adapt_data(images):
+    """What Normalization adapts on: the float32 array, or batches read from disk for a folder's images."""
+    if not on_disk(images):
+        return np.asarray(images, dtype=np.float32)
+    import tensorflow as tf
+
+    # Keras reads a dataset a batch at a time, updating the mean and variance as it goes.
+    return tf.data.Dataset.from_generator(lambda: batches(images, dtype=np.float32),
+                                          output_signature=tf.TensorSpec((None, *images.shape[1:]), tf.float32))
 
 
 def assemble(network: keras.Model, input_shape, *, preprocessing, augmentation=None) -> keras.Model:

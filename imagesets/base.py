@@ -6,12 +6,18 @@ import dataclasses
 
 import numpy as np
 
+from core.rows import CHUNK, on_disk, reader, take
+
 SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass
 class ImageSet:
     """Images as uint8 arrays (N, H, W, C) with raw 0-255 pixels, and integer labels.
+
+    A folder source's images are ``DiskImages``: rows of its on-disk cache,
+    read when indexed (``imagesets.diskarray``).  Code that reads them a
+    batch at a time (``core.rows``) works on both kinds.
 
     Attributes:
         name: the dataset spec it came from, e.g. "digits" or "folder:photos".
@@ -60,7 +66,11 @@ class ImageSet:
         import tensorflow as tf
 
         images, labels = self.arrays[split]
-        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+        if not on_disk(images):
+            return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+        # Read by index a batch at a time, then handed out one by one: the split never sits in memory.
+        index = tf.data.Dataset.from_tensor_slices(np.arange(len(labels), dtype=np.int64))
+        return index.batch(CHUNK).map(reader(images, labels)).unbatch()
 
     @property
     def train(self):
@@ -114,7 +124,7 @@ def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, 
     if val is None:
         carve["val"] = val_fraction
     parts = stratified_split(labels, carve, seed)
-    arrays = {split: (images[index], labels[index]) for split, index in parts.items()}
+    arrays = {split: (take(images, index), labels[index]) for split, index in parts.items()}
     for split, given in (("val", val), ("test", test)):
         if given is not None:
             arrays[split] = (given[0], np.asarray(given[1]).astype(np.int64).reshape(-1))

@@ -6,9 +6,13 @@
 Every file is decoded once, up front, by its content (not its extension), so a
 bad file is reported before training instead of failing mid-epoch.  Files are
 decoded by a thread pool, large JPEGs at a reduced scale (``images._draft_jpeg``),
-with a progress line on stderr when the scan takes more than a second.  Every file
-under the folder is accounted for: used, skipped with the reason it is not a
-usable image, or ignored (OS and tool litter, files outside class folders).
+with a progress line on stderr when the scan takes more than a second.  The
+decoded images go to an on-disk cache (``imagesets.cache``) that later loads
+read instead of decoding again, and a split's images are rows of that cache
+read on demand (``imagesets.diskarray``), so a folder need not fit in memory.
+Every file under the folder is accounted for: used, skipped with the reason it
+is not a usable image, or ignored (OS and tool litter, files outside class
+folders).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
-from imagesets.images import is_hidden, list_images, load_image, problem
 from core.errors import UserError
+from core.rows import take
+from imagesets import cache
+from imagesets.images import is_hidden, list_images, load_image, problem
 
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
@@ -89,29 +95,55 @@ class Progress:
         self.stream.flush()
 
 
-def _decode_all(files, size, channels, title="Reading images"):
-    """(array, None) or (None, reason) per file, in the order of ``files``.
+def _decode_all(files, size, channels, store, title="Reading images") -> list:
+    """Decodes ``files``, handing each usable image to ``store(i, array)``; each file's skip reason or None.
 
     Decoded by a thread pool: PIL releases the GIL while it decodes, so the
-    files are decoded in parallel.  Progress is shown as they finish.
+    files are decoded in parallel.  Each image is stored as soon as it is
+    decoded, so the scan holds a few images, not the folder.  Progress is
+    shown as they finish.
     """
-    def decode(path):
+    def decode(index, path):
         try:
-            return load_image(path, size, channels), None
+            array = load_image(path, size, channels)
         except Exception as error:  # PIL raises many types for bad files
-            return None, problem(error)
+            return problem(error)
+        store(index, array)  # outside the try: a full disk is not a bad image
+        return None
 
     progress = Progress(len(files), label=title)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
     try:
-        futures = [pool.submit(decode, path) for path in files]
+        futures = [pool.submit(decode, index, path) for index, path in enumerate(files)]
         for future in as_completed(futures):
-            progress.update(skipped=int(future.result()[1] is not None))
+            progress.update(skipped=int(future.result() is not None))
     finally:
         # On Ctrl-C, drop the files not started yet instead of decoding the rest of the folder first.
         pool.shutdown(wait=True, cancel_futures=True)
     progress.close()
     return [future.result() for future in futures]
+
+
+def _decoded(files, size, channels, title):
+    """(pixels of every file, row i for file i; every file's skip reason or None), decoded once.
+
+    The pixels come from the folder's image cache (``imagesets.cache``),
+    written by the first load; when the cache cannot be written, they are
+    decoded into memory as before, with a note saying why.
+    """
+    row_shape = (size[0], size[1], channels)
+    try:
+        return cache.load_or_build(files, row_shape,
+                                   lambda store: _decode_all(files, size, channels, store, title))
+    except OSError as error:
+        print(f"Note: cannot write the image cache under {cache.cache_root()!r} ({error}); holding the images "
+              f"in memory instead (set {cache.CACHE_ENV} to a writable folder)", file=sys.stderr)
+    pixels = np.zeros((len(files), *row_shape), np.uint8)
+
+    def store(index, array):
+        pixels[index] = array
+
+    return pixels, _decode_all(files, size, channels, store, title)
 
 
 def _list_split(root: str, class_names: list[str]):
@@ -126,21 +158,20 @@ def _list_split(root: str, class_names: list[str]):
 
 
 def _read_splits(listed, size, channels, skipped, title):
-    """Decodes every split's files in one pass; (images, labels) per split, skipped files appended in order."""
+    """(images, labels) per split, the images rows of the decoded files; skipped files appended in order."""
     files = [path for split_files, _ in listed.values() for path in split_files]
-    results = iter(_decode_all(files, size, channels, title))
-    shape = (0, size[0], size[1], channels)
-    arrays = {}
+    pixels, errors = _decoded(files, size, channels, title)
+    arrays, position = {}, 0
     for split, (split_files, labels) in listed.items():
-        images, kept = [], []
+        rows, kept = [], []
         for path, label in zip(split_files, labels):
-            array, error = next(results)
-            if error:
-                skipped.append((path, error))
+            if errors[position]:
+                skipped.append((path, errors[position]))
             else:
-                images.append(array)
+                rows.append(position)
                 kept.append(label)
-        arrays[split] = (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(kept, np.int64)
+            position += 1
+        arrays[split] = take(pixels, np.asarray(rows, np.int64)), np.asarray(kept, np.int64)
     return arrays
 
 

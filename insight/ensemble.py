@@ -27,6 +27,7 @@ import numpy as np
 
 import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 from core.errors import UserError
+from core.rows import predict
 from serving.export import export_savedmodel
 from serving.load import read_metadata
 from training import run, rundir
@@ -127,8 +128,8 @@ def main(argv) -> int:
     scores = {}
     split, why_not = common_test_split(members) if args.evaluate else (None, None)
     if split is not None:
-        images, labels = split[0].astype(np.float32), split[1]
-        member_probabilities = [model.predict(images, batch_size=256, verbose=0) for model in models]
+        images, labels = split  # a folder's test images stay on disk, read a chunk at a time
+        member_probabilities = [predict(model, images, 256) for model in models]
         for name, probabilities in zip(names, member_probabilities):
             scores[name] = float((probabilities.argmax(1) == labels).mean())
         scores["ensemble"] = float((np.mean(member_probabilities, axis=0).argmax(1) == labels).mean())

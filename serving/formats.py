@@ -45,6 +45,7 @@ import numpy as np
 
 from core import compat
 from core.errors import UserError
+from core.rows import batches
 from serving.export import STAGING, remove_abandoned_staging
 from serving.load import read_metadata, resolve_export
 
@@ -391,7 +392,7 @@ def _latency_ms(runner, image: np.ndarray, repeats: int) -> float:
 
 def _score(runner, images, labels, reference, latency_image, repeats) -> tuple[dict, np.ndarray]:
     """(accuracy, drop and agreement against ``reference``, latency; the probabilities)."""
-    probabilities = runner.predict(images, batch_size=256)
+    probabilities = _predict(runner, images)
     score = {"runtime": runner.runtime, "latency_ms": round(_latency_ms(runner, latency_image, repeats), 4)}
     if len(labels):
         score["test_accuracy"] = float(np.mean(probabilities.argmax(-1) == labels))
@@ -400,6 +401,14 @@ def _score(runner, images, labels, reference, latency_image, repeats) -> tuple[d
         score["agreement"] = float(np.mean(probabilities.argmax(-1) == reference["top1"]))
         score["max_abs_diff"] = float(np.abs(probabilities - reference["probabilities"]).max())
     return score, probabilities
+
+
+def _predict(runner, images) -> np.ndarray:
+    """The runner's probabilities a chunk at a time: a folder's test images are read from disk, and are
+    never all held as float32."""
+    if not len(images):
+        return runner.predict(np.zeros((0, *images.shape[1:]), np.float32), batch_size=256)
+    return np.concatenate([runner.predict(chunk, batch_size=256) for chunk in batches(images, 256, np.float32)])
 
 
 def _dir_size(path: str) -> int:
@@ -439,12 +448,13 @@ def export_formats(source: str, formats, *, test: tuple[np.ndarray, np.ndarray],
     require_runtimes(names)
     version_dir, metadata = read_metadata(source)
     target = unwritten_target(version_dir)
-    images, labels = np.asarray(test[0], np.float32), np.asarray(test[1])
+    images = test[0] if hasattr(test[0], "shape") else np.asarray(test[0], np.float32)  # read a chunk at a time
+    labels = np.asarray(test[1])
     input_shape = tuple(metadata["input_shape"])
-    if images.shape[1:] != input_shape:
+    if tuple(images.shape[1:]) != input_shape:
         raise UserError(f"Test images are {images.shape[1:]}, but {version_dir!r} takes {input_shape}")
     rng = np.random.default_rng(seed)
-    pool = np.asarray(calibration)
+    pool = calibration if hasattr(calibration, "shape") else np.asarray(calibration)
     chosen = pool[np.sort(rng.choice(len(pool), min(calibration_images, len(pool)), replace=False))]
     latency_image = (images[:1] if len(images) else chosen[:1]).astype(np.float32)
 

@@ -483,6 +483,7 @@ def test_folder_reads_every_format(photo_tree, channels, image_size):
         assert images.dtype == np.uint8 and images.shape[1:] == (*image_size, channels)
         assert set(labels) == {0, 1, 2}  # every class in every split
         # Every image decoded to a digit, not to a blank frame.
+        images = np.asarray(images)  # a folder's images are rows of its cache on disk, read here
         assert (images.max(axis=(1, 2, 3)).astype(int) - images.min(axis=(1, 2, 3)) > 50).all()
     all_labels = np.concatenate([data.arrays[s][1] for s in imagesets.SPLITS])
     np.testing.assert_array_equal(np.bincount(all_labels), [13, 13, 13])
@@ -523,7 +524,7 @@ def test_folder_pixel_conversions_rgb(pixel_tree):
     data = imagesets.load(f"folder:{pixel_tree}", image_size=(8, 8), channels=3, val_fraction=0, test_fraction=0)
     images, labels = data.arrays["train"]
     np.testing.assert_array_equal(labels, [0, 1, 2, 3])
-    rgba, grey16, palette, animated = images.astype(int)
+    rgba, grey16, palette, animated = np.asarray(images).astype(int)  # read from the folder's cache
     assert (rgba[:, :4] == 255).all()  # transparent pixels become white
     assert (rgba[:, 4:] == (200, 40, 40)).all()
     assert (np.abs(grey16[:, :4] - 128) <= 1).all()  # scaled from 16 bits, not clipped at 255

@@ -8,6 +8,7 @@ import augment
 import imagesets
 import zoo
 from core.errors import UserError
+from core.rows import concatenate
 from training.pipeline import make_pipeline
 
 SHOWN_SKIPS = 20  # skipped files listed on the terminal; data_manifest.json has them all
@@ -75,7 +76,8 @@ def training_arrays(config: dict, data) -> tuple[np.ndarray, np.ndarray]:
     """What the network fits on: the training split, plus validation for a search's final fit."""
     if config["fit_on_val"]:
         # The final fit of a search: the validation images train too (the epoch count comes from the search).
-        return tuple(np.concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
+        # concatenate keeps a folder's images on disk: a view of both splits' rows, not a copy.
+        return tuple(concatenate([a, b]) for a, b in zip(data.arrays["train"], data.arrays["val"]))
     return data.arrays["train"]
 
 
@@ -86,7 +88,10 @@ def pipelines(config: dict, data, mix=None):
                              seed=config["seed"])
     if mix is not None:
         train_ds = train_ds.map(mix)
-    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=256, shuffle=False, seed=0)
+    # Validation batches the size of training's: a few of them are in flight at once (prefetch), so a fixed
+    # 256 would hold several 256-image float32 batches whatever --batch-size asked for.
+    val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=config["batch_size"], shuffle=False,
+                           seed=0)
     return train_ds, val_ds
 
 

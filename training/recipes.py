@@ -20,6 +20,7 @@ import transfer
 import zoo
 from core.errors import UserError
 from core.model import assemble, network_of, preprocessing_layer
+from core.rows import predict
 from training.config import MODEL_OPTIONS, transfers
 from training.phases import Phase, passes_for
 from training.pipeline import make_pipeline
@@ -176,7 +177,7 @@ def _scores(model, images, labels) -> tuple:
     """(accuracy, cross-entropy) of ``model`` on raw images; (None, None) for none."""
     if not len(labels):
         return None, None
-    probabilities = model.predict(np.asarray(images, np.float32), batch_size=256, verbose=0)
+    probabilities = predict(model, images, 256)
     return (float(np.mean(probabilities.argmax(-1) == labels)),
             transfer.cross_entropy(probabilities, labels))
 

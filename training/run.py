@@ -231,7 +231,10 @@ def evaluate(run: Run, fitted: dict) -> dict:
     inference = inference_model(run.model)
     probe = run.recipe.finish(run, inference)  # may swap in the linear probe
     x_test, y_test = data.arrays["test"]
-    probabilities = predict_tta(inference, x_test.astype(np.float32), config["tta"], flips=flips_for(config))
+    # A chunk at a time, in batches of --batch-size: at 224x224 a batch of 256 holds about 1 GB of a small
+    # network's activations, the peak of the whole run.
+    probabilities = predict_tta(inference, x_test, config["tta"], flips=flips_for(config),
+                                batch_size=config["batch_size"])
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
     plot_confusion_matrix(matrix, data.class_names, run.path("confusion_matrix.png"),
                           title=f"{run.title}: test accuracy {accuracy:.4f}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from core.rows import predict
 from transfer.probe import fit_probe, pool
 
 
@@ -28,13 +29,14 @@ def feature_extractor(backbone) -> keras.Model:
 
 def extract_features(backbone, raw_images, batch_size: int = 64) -> np.ndarray:
     """The backbone's features for raw 0-255 images (N, H, W, C), as float32."""
-    images = np.asarray(raw_images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(backbone.input_shape):
+    images = raw_images if hasattr(raw_images, "shape") else np.asarray(raw_images)
+    if len(images.shape) != 4 or tuple(images.shape[1:]) != tuple(backbone.input_shape):
         raise ValueError(f"backbone {backbone.name!r} takes images of shape (N, "
-                         f"{', '.join(map(str, backbone.input_shape))}), got {images.shape}")
+                         f"{', '.join(map(str, backbone.input_shape))}), got {tuple(images.shape)}")
     if len(images) == 0:
         return np.zeros((0, *backbone.feature_shape), np.float32)
-    return np.asarray(feature_extractor(backbone).predict(images, batch_size=batch_size, verbose=0), np.float32)
+    # A chunk at a time: a folder's images are read from disk, and no split is held as float32.
+    return np.asarray(predict(feature_extractor(backbone), images, batch_size), np.float32)
 
 
 def pooled(features: np.ndarray) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""Peak memory of a folder run: does it grow with the folder?  One epoch of ``train.py`` per case.
+
+    .venv/bin/python bench/bench_memory.py --quick   # 1,500 and 6,000 images at 128x128 (~10 min on 2 cores)
+    .venv/bin/python bench/bench_memory.py --full    # also 20,000 at 224x224
+    .venv/bin/python bench/bench_memory.py --code /tmp/old-checkout   # another checkout's train.py, to compare
+    .venv/bin/python bench/bench_memory.py --case 20000 224 --cold-only  # one case, one run
+
+Each case writes a class-per-folder tree of JPEG files, random 160x160
+crops of scikit-learn's two sample photographs (each crop from a random
+place, every other one mirrored; four classes: the two photographs, upright
+and upside down), and runs ``train.py`` on it for one epoch of a small model
+(lenet5_modern, read at the case's size) in a child process, twice:
+
+* cold: a fresh image cache, so the run decodes every file and writes it;
+* warm: the same cache again, the way a rerun, a resumed run or a search
+  trial loads the folder.
+
+The peak resident memory of each child is its ``ru_maxrss`` (``os.wait4``).
+"Done when" (issue 14): from the smallest to the second case, the peak grows
+by less than half of one decoded copy of the extra images; a copy of the
+folder in memory would grow it by at least one copy.  Writes JSON (default
+bench/results/memory_{quick,full}.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from machine import machine_info, parse_size  # noqa: E402
+
+CASES = {"quick": [(1500, 128), (6000, 128)], "full": [(1500, 128), (6000, 128), (20000, 224)]}
+CROP = 160  # the files' side: larger than 128, so reading them resizes, as with real photos
+MODEL, BATCH = "lenet5_modern", 64
+CACHE_ENV = "CNN_CLASSROOM_CACHE_DIR"  # imagesets.cache.CACHE_ENV; not imported, so --code may predate it
+
+
+def write_folder(root: str, count: int, crop: int = CROP) -> float:
+    """``count`` JPEG crops in four class folders; returns their megabytes on disk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    names = ["china", "china_flipped", "flower", "flower_flipped"]
+    rng = np.random.default_rng(0)
+    corners = [rng.integers(0, [photos[i % 4 // 2].shape[0] - crop, photos[i % 4 // 2].shape[1] - crop])
+               for i in range(count)]
+
+    def write(i):
+        top, left = corners[i]
+        pixels = photos[i % 4 // 2][top:top + crop, left:left + crop]
+        pixels = pixels[::-1] if i % 2 else pixels  # upside down: the second class of each photograph
+        pixels = pixels[:, ::-1] if (i // 4) % 2 else pixels
+        Image.fromarray(np.ascontiguousarray(pixels)).save(os.path.join(root, names[i % 4], f"{i:06d}.jpg"),
+                                                          quality=90)
+
+    for name in names:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # PIL encodes outside the GIL
+        list(pool.map(write, range(count)))
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs) / 1e6
+
+
+def peak_rss(command: list[str], cwd: str, env: dict) -> dict:
+    """Runs ``command``; its peak RSS in MB (ru_maxrss of that child alone), seconds and exit status."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    result = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.perf_counter() - start, 1),
+              "returncode": child.returncode}
+    if child.returncode != 0:
+        result["output_tail"] = output.decode("utf-8", "replace")[-3000:]
+    return result
+
+
+def run_case(work: str, count: int, size: int, code: str, runs=("cold", "warm"), model=(MODEL,)) -> dict:
+    folder, cache, runs_dir = (os.path.join(work, name) for name in ("photos", "cache", "runs"))
+    megabytes = write_folder(folder, count)
+    env = {**os.environ, CACHE_ENV: cache, "CNN_CLASSROOM_OFFLINE": "1"}
+    command = [sys.executable, "train.py", "--dataset", f"folder:{folder}", "--model", *model,
+               "--image-size", str(size), str(size), "--channels", "3", "--epochs", "1", "--batch-size", str(BATCH),
+               "--runs-dir", runs_dir, "--no-export", "--verbose", "0"]
+    case = {"files": count, "size": size, "file_megabytes": round(megabytes, 1),
+            "decoded_megabytes": round(count * size * size * 3 / 1e6, 1)}
+    for name in runs:
+        shutil.rmtree(runs_dir, ignore_errors=True)  # a new run each time, not a resumed one
+        case[name] = peak_rss(command + ["--run-name", name], code, env)
+        print(f"  {count} files at {size}x{size}, {name}: {case[name]}", flush=True)
+    cached = os.path.join(cache, "images")
+    case["cache_megabytes"] = round(sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cached)
+                                        for f in fs) / 1e6, 1) if os.path.isdir(cached) else 0.0
+    return case
+
+
+def verdict(cases: list[dict]) -> dict:
+    """Issue 14's test: the peak grows by less than half a decoded copy of the extra images."""
+    if len(cases) < 2 or cases[0]["size"] != cases[1]["size"]:
+        return {"done": None, "why": "needs two cases of one image size"}
+    small, large = cases[0], cases[1]
+    extra = (large["files"] - small["files"]) * large["size"] ** 2 * 3 / 1e6
+    growth = {name: round(large[name]["peak_rss_mb"] - small[name]["peak_rss_mb"], 1) for name in ("cold", "warm")
+              if name in small and name in large}
+    limit = extra / 2
+    return {"extra_decoded_megabytes": round(extra, 1), "limit_megabytes": round(limit, 1), "growth_mb": growth,
+            "done": all(value < limit for value in growth.values())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--code", default=ROOT, help="the checkout whose train.py runs (default: this one)")
+    parser.add_argument("--case", nargs=2, type=int, action="append", metavar=("FILES", "SIZE"),
+                        help="run these cases instead of the mode's (repeatable)")
+    parser.add_argument("--cold-only", action="store_true", help="skip the second (warm-cache) run of each case")
+    parser.add_argument("--model", default=MODEL, help="the zoo model trained")
+    parser.add_argument("--width", type=float, help="its width multiplier (default: the model's own)")
+    args, mode, output = parse_size("memory", __doc__, argv, quick="1,500 and 6,000 images at 128x128",
+                                    full="also 20,000 at 224x224", parser=parser)
+    cases, runs = [], ("cold",) if args.cold_only else ("cold", "warm")
+    model = (args.model, *(["--width", str(args.width)] if args.width else []))
+    for count, size in args.case or CASES[mode]:
+        work = tempfile.mkdtemp(prefix=f"bench-memory-{count}-")
+        try:
+            cases.append(run_case(work, count, size, os.path.abspath(args.code), runs, model))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"mode": mode, "model": args.model, "width": args.width, "epochs": 1, "batch_size": BATCH,
+              "code": os.path.abspath(args.code),
+              "cases": cases, "done_when": verdict(cases), "machine": machine_info()}
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    for case in cases:
+        peaks = ", ".join(f"{case[run]['peak_rss_mb']} MB {run} ({case[run]['seconds']} s)" for run in runs)
+        print(f"{case['files']:>6} files at {case['size']}x{case['size']} ({case['decoded_megabytes']} MB decoded): "
+              f"peak RSS {peaks}")
+    done = result["done_when"]
+    if done["done"] is not None:
+        print(f"Growth {done['growth_mb']} MB for {done['extra_decoded_megabytes']} MB of extra decoded images "
+              f"(limit {done['limit_megabytes']} MB): {'done' if done['done'] else 'NOT done'}")
+    print(f"Wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""An array of images that stays on disk: rows of a uint8 file read when indexed.
+
+``DiskImages`` is what a folder source gives for a split: it holds the path
+of the folder's image cache (``imagesets.cache``) and which of its rows
+belong to the split, never the pixels.  Indexing it reads those rows with
+plain file reads, so memory holds the batch asked for and nothing more.
+
+Plain reads rather than ``np.memmap``: the pages of a mapped file that a
+process has touched count in its resident memory, so one epoch over a
+mapped cache would show the whole cache in RSS.  Pages read with ``pread``
+sit in the kernel's page cache, which the kernel drops under pressure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+class DiskImages:
+    """(N, H, W, C) uint8 images: row ``i`` is row ``rows[i]`` of the file ``path``.
+
+    Supports ``len``, ``shape``, ``dtype``, ``ndim``; ``images[i]``,
+    ``images[a:b]``, ``images[index_array]``, ``images[mask]`` and tuple keys
+    (``images[:, 0, 0]``) give ndarrays, like numpy; ``np.asarray(images)``
+    reads everything.  ``select`` and ``concat`` give views, reading nothing.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, path: str, row_shape, rows=None, *, count: int | None = None):
+        self.path = str(path)
+        self.row_shape = tuple(int(d) for d in row_shape)
+        self.row_bytes = math.prod(self.row_shape)
+        self.rows = np.arange(count, dtype=np.int64) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.row_shape)
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) * self.row_bytes
+
+    nbytes = size  # what a uint8 copy in memory would take
+
+    def __repr__(self) -> str:
+        return f"DiskImages({self.path!r}, shape={self.shape})"
+
+    def select(self, index) -> DiskImages:
+        """The rows ``index`` (an index array, mask or slice) as a view on the same file."""
+        return DiskImages(self.path, self.row_shape, self.rows[index])
+
+    def concat(self, *others: DiskImages) -> DiskImages:
+        """These rows then the others' rows, as one view; they must be views of the same file."""
+        for other in others:
+            if other.path != self.path or other.row_shape != self.row_shape:
+                raise ValueError(f"cannot join rows of {other!r} to {self!r}: not the same file")
+        return DiskImages(self.path, self.row_shape, np.concatenate([self.rows, *(o.rows for o in others)]))
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self._getitem_tuple(key)
+        if isinstance(key, (int, np.integer)):
+            return self._read(self.rows[[key]])[0]
+        return self._read(self.rows[key])
+
+    def _getitem_tuple(self, key: tuple):
+        # The first key picks rows (read from disk); the rest applies to what was read, as numpy would.
+        first, rest = key[0], key[1:]
+        if first is Ellipsis:
+            return self._read(self.rows)[key]
+        picked = self[first]
+        return picked[rest] if isinstance(first, (int, np.integer)) else picked[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        images = self._read(self.rows)
+        return images if dtype is None else images.astype(dtype)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """The file's rows ``rows`` in that order; each run of consecutive rows is one read."""
+        out = np.empty((len(rows), *self.row_shape), np.uint8)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        in_order = rows[order]
+        target = out if np.array_equal(in_order, rows) else np.empty_like(out)
+        starts = np.flatnonzero(np.diff(in_order) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for begin, end in zip([0, *starts], [*starts, len(rows)]):
+                self._read_run(fd, int(in_order[begin]), target[begin:end])
+        finally:
+            os.close(fd)
+        if target is not out:
+            out[order] = target
+        return out
+
+    def _read_run(self, fd: int, first_row: int, into: np.ndarray) -> None:
+        view, offset = memoryview(into.reshape(-1)), first_row * self.row_bytes
+        while len(view):
+            got = os.preadv(fd, [view], offset)
+            if got == 0:
+                raise OSError(f"{self.path!r} ends before row {offset // self.row_bytes}: the image cache is "
+                              "truncated; delete it and load the folder again")
+            view, offset = view[got:], offset + got
