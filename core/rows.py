@@ -40,16 +40,20 @@ def batches(images, size: int = CHUNK, dtype=None):
         yield batch if dtype is None else np.asarray(batch, dtype)
 
 
-def predict(model, images, batch_size: int = 256, *, transform=None) -> np.ndarray:
+def predict(model, images, batch_size: int = 256, *, transform=None, progress=None) -> np.ndarray:
     """``model.predict`` over ``images`` a chunk at a time, as float32 raw pixels.
 
     Keras would cast and hold the whole split at once (a float32 copy, 4x
     the uint8 images); a chunk at a time holds one chunk.  ``transform``
-    maps each float32 chunk first (a TTA view).
+    maps each float32 chunk first (a TTA view); ``progress`` (a
+    ``core.progress.Progress``) is told of each chunk done.
     """
     def run(chunk):
         chunk = transform(chunk) if transform is not None else chunk
-        return np.asarray(model.predict(chunk, batch_size=batch_size, verbose=0))
+        out = np.asarray(model.predict(chunk, batch_size=batch_size, verbose=0))
+        if progress is not None:
+            progress.update(len(chunk))
+        return out
 
     if len(images) == 0:  # as Keras answers an empty split
         return run(np.zeros((0, *images.shape[1:]), np.float32))

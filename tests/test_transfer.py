@@ -521,3 +521,19 @@ def test_discriminative_rates_scale_each_blocks_step_and_survive_saving(tmp_path
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         transfer.discriminative_multipliers(backbone, 0)
 
+
+
+def test_feature_extraction_reports_its_progress(capsys, monkeypatch):
+    # (Progress stays silent for work under a second; tests/test_folder_speed.py covers that.)
+    import core.progress
+    import transfer.features as features_module
+
+    backbone = load_backbone("lenet5", input_shape=(32, 32, 1), weights=None)
+    images = raw_images(300, (32, 32, 1))
+    first = extract_features(backbone, images)
+    capsys.readouterr()
+    monkeypatch.setattr(features_module, "Progress", functools.partial(core.progress.Progress, quiet_for=0.0))
+    again = extract_features(backbone, images, split="train")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Computing lenet5 features of train: 300/300 images in "), lines
+    np.testing.assert_array_equal(first, again)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from core.progress import Progress
 from core.rows import predict
 from transfer.probe import fit_probe, pool
 
@@ -27,8 +28,11 @@ def feature_extractor(backbone) -> keras.Model:
     return backbone._extractor
 
 
-def extract_features(backbone, raw_images, batch_size: int = 64) -> np.ndarray:
-    """The backbone's features for raw 0-255 images (N, H, W, C), as float32."""
+def extract_features(backbone, raw_images, batch_size: int = 64, *, split: str = "") -> np.ndarray:
+    """The backbone's features for raw 0-255 images (N, H, W, C), as float32.
+
+    A progress line (stderr) names ``split`` when this takes more than a
+    second: a large backbone on a few thousand photos takes minutes on a CPU."""
     images = raw_images if hasattr(raw_images, "shape") else np.asarray(raw_images)
     if len(images.shape) != 4 or tuple(images.shape[1:]) != tuple(backbone.input_shape):
         raise ValueError(f"backbone {backbone.name!r} takes images of shape (N, "
@@ -36,7 +40,11 @@ def extract_features(backbone, raw_images, batch_size: int = 64) -> np.ndarray:
     if len(images) == 0:
         return np.zeros((0, *backbone.feature_shape), np.float32)
     # A chunk at a time: a folder's images are read from disk, and no split is held as float32.
-    return np.asarray(predict(feature_extractor(backbone), images, batch_size), np.float32)
+    progress = Progress(len(images), label=f"Computing {backbone.name} features{' of ' + split if split else ''}",
+                        unit="images")
+    features = np.asarray(predict(feature_extractor(backbone), images, batch_size, progress=progress), np.float32)
+    progress.close()
+    return features
 
 
 def pooled(features: np.ndarray) -> np.ndarray:
@@ -61,7 +69,7 @@ def sklearn_baseline(backbone, data, *, batch_size: int = 64, max_iter: int = 10
         empty split), ``"feature_dim"`` and ``"classifier"``.
     """
     splits = [split for split in ("train", "val", "test") if split in data.arrays]
-    vectors = {split: (pool(extract_features(backbone, data.arrays[split][0], batch_size)),
+    vectors = {split: (pool(extract_features(backbone, data.arrays[split][0], batch_size, split=split)),
                        np.asarray(data.arrays[split][1])) for split in splits}
     probe = fit_probe(*vectors["train"], data.num_classes, max_iter=max_iter)
     return scores(probe, vectors)

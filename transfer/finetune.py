@@ -75,7 +75,7 @@ def start_from_probe(backbone, head, arrays: dict, num_classes: int, *, fit_on_v
             pretrained one (fine-tuning changes it in place).  A search trial never looks at it.
     """
     splits = ("train", "val", "test") if score_test and "test" in arrays else ("train", "val")
-    features = {split: extract_features(backbone, arrays[split][0]) for split in splits}
+    features = {split: extract_features(backbone, arrays[split][0], split=split) for split in splits}
     pooled = {split: (vectors(head, features[split]), np.asarray(arrays[split][1])) for split in features}
     features.pop("test", None)  # only the fast path keeps features, and it trains on train and val
     fit_x, fit_y = pooled["train"]
