@@ -230,3 +230,20 @@ def test_weights_none_trains_the_architecture_from_scratch(tmp_path, digit_folde
     assert len(history) == 4
     # Frozen, a random MobileNetV2's features collapse and the loss sits at ln(5) = 1.609; trained whole, it learns.
     assert history[-1]["loss"] < history[0]["loss"] - 0.05, history
+
+
+def test_from_scratch_batch_norm_averages_fast_enough_for_a_small_folder():
+    # keras.applications' MobileNetV2 averages with momentum 0.999: after a few hundred steps its moving
+    # statistics are still mostly the initial ones, and validation sat at chance while training reached 1.0.
+    import types
+
+    from training.config import DEFAULTS
+    from training.recipes import ScratchRecipe
+
+    config = {**DEFAULTS, "backbone": "mobilenet_v2", "weights": "none", "image_size": [32, 32], "channels": 3}
+    recipe = ScratchRecipe(config, log=lambda *_: None)
+    norms = [layer for layer, _ in transfer.leaf_layers(recipe.backbone.features)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == 0.999 for layer in norms)  # as Keras builds it
+    recipe.build(config, types.SimpleNamespace(num_classes=3, input_shape=(32, 32, 3)))
+    assert all(layer.momentum == ScratchRecipe.BN_MOMENTUM == 0.9 for layer in norms)
