@@ -23,7 +23,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main(argv=None) -> int:
+# The choices are written out, not imported: importing augment or serving loads Keras, and --help should not
+# wait for it.  tests/test_serving.py checks they match augment.tta.MODES and serving.formats.FORMATS.
+TTA_MODES = ("none", "flip", "ten_crop")
+FORMATS = ("tflite", "tflite_fp16", "tflite_int8", "onnx")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Print the top-k classes of images with an exported SavedModel "
                                                  "(or its TFLite/ONNX formats).",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -34,10 +40,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--format", metavar="NAME",
                         help="run the export's formats/ file of this format instead of the SavedModel: "
-                             "tflite, tflite_fp16, tflite_int8 or onnx (see python train.py export)")
-    parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none",
+                             f"{', '.join(FORMATS)} (see python train.py export)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="average over mirrored views or AlexNet's ten crops (mirroring only when the "
                              "model was trained with flips)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from core.errors import UserError

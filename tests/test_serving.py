@@ -101,3 +101,14 @@ def test_a_foreign_savedmodel_is_refused_clearly(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "foreign"))
     with pytest.raises(UserError, match="metadata.json"):
         load_export(str(tmp_path / "foreign"))
+
+
+def test_predicts_command_line_offers_exactly_the_librarys_modes_and_formats():
+    # predict.py writes them out so that --help does not load Keras; they must not drift apart.
+    import predict
+    from augment.tta import MODES
+    from serving.formats import FORMATS
+
+    assert predict.TTA_MODES == MODES and predict.FORMATS == FORMATS
+    tta = next(action for action in predict.build_parser()._actions if action.dest == "tta")
+    assert tuple(tta.choices) == MODES
