@@ -350,6 +350,17 @@ def chief_environment(monkeypatch) -> int:
     return port
 
 
+def search_until_finished(worker, finished, timeout: float = 60) -> threading.Thread:
+    """Runs ``worker.search`` in a thread until the chief says it is finished (or ``timeout``); the thread."""
+    thread = threading.Thread(target=worker.search, kwargs={"verbose": 0}, daemon=True)
+    thread.start()
+    deadline = time.time() + timeout
+    while not finished() and time.time() < deadline:
+        time.sleep(0.1)
+    thread.join(timeout=10)
+    return thread
+
+
 def test_start_oracle_server_serves_a_real_worker_until_it_is_done(tmp_path, monkeypatch):
     port = chief_environment(monkeypatch)
     chief = QuickTuner(oracle_of(keras_tuner.oracles.RandomSearchOracle, max_trials=2), tmp_path / "chief")
@@ -360,12 +371,7 @@ def test_start_oracle_server_serves_a_real_worker_until_it_is_done(tmp_path, mon
         monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
         worker = QuickTuner(oracle_of(keras_tuner.oracles.RandomSearchOracle, max_trials=2), tmp_path / "worker",
                             score=lambda values: 0.5)
-        thread = threading.Thread(target=worker.search, kwargs={"verbose": 0}, daemon=True)
-        thread.start()
-        deadline = time.time() + 60
-        while not finished() and time.time() < deadline:
-            time.sleep(0.1)
-        thread.join(timeout=10)
+        thread = search_until_finished(worker, finished)
         statuses = sorted(t.status for t in chief.oracle.trials.values())
         check(f"a worker runs the chief's trials over gRPC until told to stop, and then OracleServicer's "
               f"stop_triggered and exit_chief() say the chief is finished (trials: {statuses})",
@@ -397,12 +403,7 @@ def test_start_oracle_server_says_who_calls_and_gives_failed_trials_a_message(tm
     try:
         monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
         worker = QuickTuner(oracle_of(oracle_class, max_trials=3), tmp_path / "worker", score=score)
-        thread = threading.Thread(target=worker.search, kwargs={"verbose": 0}, daemon=True)
-        thread.start()
-        deadline = time.time() + 60
-        while not finished() and time.time() < deadline:
-            time.sleep(0.1)
-        thread.join(timeout=10)
+        thread = search_until_finished(worker, finished)
         trials = [chief.oracle.trials[key] for key in sorted(chief.oracle.trials)]
         check(f"heard() gets the worker's id as it asks for a trial, and the trial's id with its other calls "
               f"(got {calls[:4]})", {"tuner_id": "tuner0"} in calls and {"trial_id": trials[0].trial_id} in calls)
