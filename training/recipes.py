@@ -72,7 +72,7 @@ class ZooRecipe:
         """Learning-rate multipliers for the phase (None: one rate)."""
         return None
 
-    def finish(self, run, inference) -> dict | None:
+    def finish(self, run, inference, test_probabilities=None) -> dict | None:
         """What metrics.json records about the choice of the kept model (None: nothing to choose)."""
         return None
 
@@ -152,14 +152,16 @@ class TransferRecipe:
                     f"{factors[-1]:.3g} x {phase.lr:g}, head at {phase.lr:g}")
         return multipliers
 
-    def finish(self, run, inference) -> dict:
+    def finish(self, run, inference, test_probabilities=None) -> dict:
         """LP-FT's floor: the network is kept only if it is not below the probe on validation.
 
         Returns what ``metrics.json`` records under "probe": both validation scores,
-        both test scores and which was kept.
+        both test scores and which was kept.  ``test_probabilities``: the network's
+        on the test split when the caller already has them (not predicted again).
         """
         start = self.start_state
-        network = {split: _scores(inference, *run.data.arrays[split]) for split in ("val", "test")}
+        network = {split: _scores(inference, *run.data.arrays[split], probabilities=given)
+                   for split, given in (("val", None), ("test", test_probabilities))}
         probe_loss = start.loss("val")
         kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss))
         run.log(f"Validation accuracy: network {network['val'][0]:.4f}, linear probe {start.accuracy('val'):.4f} "
@@ -173,11 +175,13 @@ class TransferRecipe:
                 "head_start": start.how}
 
 
-def _scores(model, images, labels) -> tuple:
-    """(accuracy, cross-entropy) of ``model`` on raw images; (None, None) for none."""
+def _scores(model, images, labels, probabilities=None) -> tuple:
+    """(accuracy, cross-entropy) of ``model`` on raw images (or of its ``probabilities`` for them);
+    (None, None) for none."""
     if not len(labels):
         return None, None
-    probabilities = predict(model, images, 256)
+    if probabilities is None:
+        probabilities = predict(model, images, 256)
     return (float(np.mean(probabilities.argmax(-1) == labels)),
             transfer.cross_entropy(probabilities, labels))
 

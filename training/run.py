@@ -229,12 +229,19 @@ def evaluate(run: Run, fitted: dict) -> dict:
     config, data = run.config, run.data
     plot_learning_curves(fitted["history"], run.path("learning_curves.png"), title=run.title)
     inference = inference_model(run.model)
-    probe = run.recipe.finish(run, inference)  # may swap in the linear probe
     x_test, y_test = data.arrays["test"]
-    # A chunk at a time, in batches of --batch-size: at 224x224 a batch of 256 holds about 1 GB of a small
-    # network's activations, the peak of the whole run.
-    probabilities = predict_tta(inference, x_test, config["tta"], flips=flips_for(config),
-                                batch_size=config["batch_size"])
+
+    def test_probabilities():
+        # A chunk at a time, in batches of --batch-size: at 224x224 a batch of 256 holds about 1 GB of a small
+        # network's activations, the peak of the whole run.
+        return predict_tta(inference, x_test, config["tta"], flips=flips_for(config),
+                           batch_size=config["batch_size"])
+
+    # The trained network's test predictions serve both the floor's record and, when it is kept, the report.
+    probabilities = test_probabilities()
+    probe = run.recipe.finish(run, inference, probabilities if config["tta"] == "none" else None)
+    if probe is not None and probe["kept"] == "probe":  # the linear probe was swapped in: predict again
+        probabilities = test_probabilities()
     accuracy, matrix, report, report_text = evaluate_predictions(y_test, probabilities, data.class_names)
     plot_confusion_matrix(matrix, data.class_names, run.path("confusion_matrix.png"),
                           title=f"{run.title}: test accuracy {accuracy:.4f}")
