@@ -19,7 +19,7 @@ toolkit trains itself:
 
 Two extra columns, labelled as such, at 10 images a class: the head at the
 zoo's rate 1e-3 (the previous default) and at a hand-picked 1e-2, each with
-fine-tuning at a tenth of it: what the default head rate (3e-3) is measured
+fine-tuning at a third of it: what the default head rate (3e-3) is measured
 against.
 
     python bench/bench_transfer.py            # Fashion-MNIST, ResNet-20 (--quick), several minutes on 2 CPU cores

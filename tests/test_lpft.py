@@ -18,6 +18,7 @@ import zoo
 from helpers import write_digit_folder
 from core.errors import UserError
 from core.model import assemble, preprocessing_layer
+from training.phases import SMALL_VALIDATION
 from training.run import train
 from transfer import fit_probe, head_model, initialize_head, load_backbone
 from transfer.freeze import default_fine_tune_from
@@ -126,6 +127,10 @@ def test_the_default_run_starts_from_its_probe_and_is_not_below_it(tmp_path, bac
     assert kept_val >= probe["val_accuracy"]
     assert metrics["test_accuracy"] >= probe["test_accuracy"] - 0.05
     assert metrics["test_accuracy"] > 0.6  # five classes: chance is 0.2
+    # A handful of validation images cannot rank fine-tuning's epochs: the phase keeps its last one.
+    assert metrics["counts"]["val"] < SMALL_VALIDATION
+    assert "keeps its last epoch" in next(line for line in lines if line.startswith("Phase 'finetune': epochs"))
+    assert metrics["best_epoch"] == metrics["epochs_run"] == 5
     # The probe is scored on the pretrained backbone, not on the one fine-tuning changed in place.
     from training.run import DEFAULTS, load_data
 
@@ -156,12 +161,32 @@ def test_a_network_that_ends_below_the_probe_is_replaced_by_the_probe(backbone_r
     inference = inference_model(run.model)
     record = recipe.finish(run, inference)
     assert record["kept"] == "probe" and record["network_val_accuracy"] < record["val_accuracy"]
+    # Both losses are the run's own validation loss: against targets smoothed by --label-smoothing.
+    assert config["label_smoothing"] > 0
+    assert record["val_loss"] == pytest.approx(recipe.start_state.loss("val", config["label_smoothing"]))
+    assert record["val_loss"] != pytest.approx(recipe.start_state.loss("val"))
     assert any("keeping the probe" in line for line in lines)
     # The model now is exactly the probe on the pretrained backbone.
     x_test, y_test = data.arrays["test"]
     predicted = inference.predict(x_test.astype(np.float32), verbose=0).argmax(-1)
     assert np.mean(predicted == y_test) == pytest.approx(record["test_accuracy"], abs=1e-9)
     assert record["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("val_images, keep_last", [(SMALL_VALIDATION - 1, True), (SMALL_VALIDATION, False)])
+def test_fine_tuning_keeps_its_last_epoch_only_when_validation_is_too_small_to_rank_epochs(
+        backbone_root, val_images, keep_last):
+    import types
+
+    from training.config import complete
+    from training.recipes import TransferRecipe
+
+    config = complete({"backbone": lenet_backbone_file(backbone_root, False), "finetune_epochs": 2})
+    labels = np.arange(val_images) % 5
+    run = types.SimpleNamespace(config=config, steps=3, data=types.SimpleNamespace(arrays={"val": (None, labels)}))
+    head, finetune = TransferRecipe(config).phases(run, augmented=True)
+    assert (head.keep_last, finetune.keep_last) == (False, keep_last)
+    assert finetune.lr == pytest.approx(config["lr"] * transfer.FINETUNE_FACTOR)
 
 
 def test_a_small_folder_gets_a_minimum_of_optimizer_steps_per_phase(tmp_path, backbone_root, digit_folder):
@@ -216,6 +241,13 @@ def test_the_floor_keeps_the_more_accurate_and_breaks_ties_by_cross_entropy():
     # With label smoothing it is Keras' own loss.
     keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(2)[labels], probabilities)
     assert transfer.cross_entropy(probabilities, labels, 0.1) == pytest.approx(float(keras_loss), rel=1e-5)
+    # Tied on accuracy, a near-certain probe loses to a calibrated network under the run's smoothed loss,
+    # though it wins against hard labels.
+    confident, calibrated, truth = np.array([[0.999, 0.001]]), np.array([[0.91, 0.09]]), np.array([0])
+    hard = [transfer.cross_entropy(p, truth) for p in (calibrated, confident)]
+    smoothed = [transfer.cross_entropy(p, truth, 0.1) for p in (calibrated, confident)]
+    assert transfer.choose((1.0, hard[0]), (1.0, hard[1])) == "probe"
+    assert transfer.choose((1.0, smoothed[0]), (1.0, smoothed[1])) == "network"
 
 
 def test_weights_none_trains_the_architecture_from_scratch(tmp_path, digit_folder):

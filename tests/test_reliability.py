@@ -79,6 +79,21 @@ def test_a_worse_epoch_never_replaces_the_best_weights_after_a_resume(tmp_path):
     np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.ones((3, 2)))
 
 
+def test_a_keep_last_phase_keeps_every_epoch_even_a_worse_one_and_never_stops_early(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = str(tmp_path / "best.weights.h5")
+    best = BestWeights(path, monitor="val_loss", best=0.5, best_epoch=1, patience=1, phase_start=2, keep_last=True)
+    best.set_model(model)
+    for epoch, value in ((2, 0.9), (3, 1.2), (4, 1.5)):  # worse every epoch: patience 1 would stop at 3
+        model.layers[0].kernel.assign(np.full((3, 2), float(epoch)))
+        best.on_epoch_end(epoch, {"val_loss": value})
+    assert best.stopped_epoch is None and not getattr(model, "stop_training", False)
+    assert best.best_epoch == 4
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.full((3, 2), 4.0))
+
+
 # --- Real-world folders ------------------------------------------------------------------------
 
 NAMES = ("Ankle boot", "café", "日本")

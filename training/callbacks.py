@@ -47,11 +47,16 @@ class BestWeights(keras.callbacks.Callback):
         mode: "min" or "max".
         patience: epochs without improvement before stopping; 0 disables it.
         best, best_epoch: state from earlier epochs of this run (or None).
+        keep_last: every epoch replaces the kept weights and nothing stops
+            early: the phase's result is its last epoch (a validation split too
+            small to rank epochs; ``training.phases.Phase.keep_last``).
     """
 
     def __init__(self, path, *, monitor="val_loss", mode="min", patience=0, best=None, best_epoch=None,
-                 phase_start=0, save_model=None):
+                 phase_start=0, save_model=None, keep_last=False):
         super().__init__()
+        self.keep_last = keep_last
+        patience = 0 if keep_last else patience
         self.path, self.monitor, self.mode, self.patience = path, monitor, mode, int(patience or 0)
         self.best, self.best_epoch = best, best_epoch
         # Patience counts from the start of the current phase: a fine-tuning phase gets its own chance.
@@ -61,16 +66,17 @@ class BestWeights(keras.callbacks.Callback):
         self.stopped_epoch = None
 
     def _better(self, value):
-        if self.best is None:
+        if self.best is None or self.keep_last:
             return True
+        value = float(value)
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)):
+        if not self.keep_last and (value is None or not math.isfinite(float(value))):
             return
-        if self._better(float(value)):
-            self.best, self.best_epoch = float(value), epoch
+        if self._better(value):
+            self.best, self.best_epoch = (None if value is None else float(value)), epoch
             tmp = self.path + ".tmp.weights.h5"
             with writing(self.path, needed=size_of(self.path), cleanup=[tmp]):  # a full disk keeps the old file
                 (self.save_model or self.model).save_weights(tmp)

@@ -38,6 +38,10 @@ class Phase:
         passes: passes over the training data in one epoch (more than one
             only for a small training split; see ``passes_for``).
         warmup_epochs: linear warm-up of the learning rate, in epochs.
+        keep_last: the phase's last epoch is what it keeps, not its best on
+            validation, and it does not stop early.  For a phase whose
+            validation split is too small to rank epochs (``SMALL_VALIDATION``):
+            its schedule decays to zero, so its last weights are its result.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Phase:
     datasets: tuple | None = None
     passes: int = 1
     warmup_epochs: float = 0.0
+    keep_last: bool = False
 
 
 def _marker(backup_root, phase):
@@ -110,13 +115,14 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             load_best(model, best_path)  # a new phase starts from the best weights so far
         if len(phases) > 1 or phase.passes > 1:
             passes = f", {phase.passes} passes over the training data an epoch" if phase.passes > 1 else ""
+            keeps = ", keeps its last epoch" if phase.keep_last else ""
             log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}"
-                f"{passes}")
+                f"{passes}{keeps}")
         phase.prepare(model)
         target = phase.fit_model or model
         compile_phase(target, phase)
         best = BestWeights(best_path, monitor=monitor, mode=mode, patience=patience, best=best_value,
-                           best_epoch=best_epoch, phase_start=start, save_model=model)
+                           best_epoch=best_epoch, phase_start=start, save_model=model, keep_last=phase.keep_last)
         # The backup goes last: an epoch's history row and best weights are on disk before the
         # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
         callbacks = [
@@ -137,6 +143,13 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
         best_value, best_epoch, start = best.best, best.best_epoch, end
     load_best(model, best_path)
     return best
+
+
+# Below this many validation images, picking the best epoch by validation loss picks noise: one image is
+# two points of accuracy or more, and late epochs of a decaying schedule differ by less than that.  On
+# bench/bench_transfer.py --tiny (10 validation images) the fine-tuning phase's best epoch was its first
+# or second, so fine-tuning was thrown away; keeping its last epoch raised test accuracy at every size.
+SMALL_VALIDATION = 50
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:

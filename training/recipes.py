@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.model import assemble, network_of, preprocessing_layer
 from core.rows import predict
 from training.config import MODEL_OPTIONS, transfers
-from training.phases import Phase, passes_for
+from training.phases import SMALL_VALIDATION, Phase, passes_for
 from training.pipeline import make_pipeline
 
 
@@ -119,8 +119,11 @@ class TransferRecipe:
         plan = [head]
         if config["finetune_epochs"]:
             lr = config["finetune_lr"] or config["lr"] * transfer.FINETUNE_FACTOR
+            # A few validation images cannot rank fine-tuning's epochs; its schedule decays to zero, so its
+            # last epoch is its result, and the probe floor (``finish``) still guards the kept model.
             plan.append(Phase("finetune", config["finetune_epochs"], lr, prepare=self._unfreeze(config),
-                              warmup_epochs=transfer.FINETUNE_WARMUP * config["finetune_epochs"]))
+                              warmup_epochs=transfer.FINETUNE_WARMUP * config["finetune_epochs"],
+                              keep_last=len(run.data.arrays["val"][1]) < SMALL_VALIDATION))
         for phase in plan:
             phase.passes = passes_for(phase.epochs, run.steps, config["min_phase_steps"])
         return plan
@@ -159,10 +162,10 @@ class TransferRecipe:
         both test scores and which was kept.  ``test_probabilities``: the network's
         on the test split when the caller already has them (not predicted again).
         """
-        start = self.start_state
-        network = {split: _scores(inference, *run.data.arrays[split], probabilities=given)
+        start, smoothing = self.start_state, run.config["label_smoothing"]
+        network = {split: _scores(inference, *run.data.arrays[split], probabilities=given, label_smoothing=smoothing)
                    for split, given in (("val", None), ("test", test_probabilities))}
-        probe_loss = start.loss("val")
+        probe_loss = start.loss("val", smoothing)
         kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss))
         run.log(f"Validation accuracy: network {network['val'][0]:.4f}, linear probe {start.accuracy('val'):.4f} "
                 f"(cross-entropy {network['val'][1]:.4f} and {probe_loss:.4f})")
@@ -175,15 +178,15 @@ class TransferRecipe:
                 "head_start": start.how}
 
 
-def _scores(model, images, labels, probabilities=None) -> tuple:
-    """(accuracy, cross-entropy) of ``model`` on raw images (or of its ``probabilities`` for them);
-    (None, None) for none."""
+def _scores(model, images, labels, probabilities=None, label_smoothing=0.0) -> tuple:
+    """(accuracy, cross-entropy against targets smoothed by ``label_smoothing``) of ``model`` on raw images
+    (or of its ``probabilities`` for them); (None, None) for none."""
     if not len(labels):
         return None, None
     if probabilities is None:
         probabilities = predict(model, images, 256)
     return (float(np.mean(probabilities.argmax(-1) == labels)),
-            transfer.cross_entropy(probabilities, labels))
+            transfer.cross_entropy(probabilities, labels, label_smoothing))
 
 
 class ScratchRecipe(ZooRecipe):

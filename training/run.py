@@ -201,6 +201,8 @@ def fit(run: Run) -> dict:
                       verbose=config["verbose"], log=run.log)
     history = rundir.read_history(run.path("history.csv"))
     best_epoch, best_value = best_of(history, config["monitor"])
+    if run.phases[-1].keep_last and history:  # what the weights file holds: the last epoch, not the best
+        best_epoch, best_value = len(history), history[-1].get(config["monitor"])
     fitted = {
         "best_epoch": best_epoch,
         f"best_{config['monitor']}": best_value,
