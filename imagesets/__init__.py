@@ -28,7 +28,7 @@ SOURCES = {
     "fashion_mnist": "Fashion-MNIST clothing, 28x28 (local IDX files, Debian's package, or a Keras download)",
     "cifar10": "CIFAR-10, 32x32 colour (Keras' cache or a download)",
     "folder:PATH": "your own images: PATH/<class>/<image files>, or PATH/train|val|test/<class>/...",
-    "tfds:NAME": "any tensorflow-datasets dataset prepared in --data-dir (or downloadable)",
+    "tfds:NAME": "any tensorflow-datasets dataset prepared in --data-dir (or downloadable), streamed to disk",
 }
 
 __all__ = ["ImageSet", "SOURCES", "SPLITS", "load", "stratified_split"]

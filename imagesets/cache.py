@@ -1,4 +1,4 @@
-"""The on-disk cache of a folder source's decoded images, written once and read from then on.
+"""The on-disk cache of a folder's (or a TFDS split's) decoded images, written once and read from then on.
 
 Decoding and resizing photos is the slow part of loading a folder, and
 holding the results in memory is what limits its size.  So the first load
@@ -14,7 +14,9 @@ decodes every file once into one uint8 file, row ``i`` for listed file
 The key hashes every listed file's path, size and modification time, with the
 target size, the channels and the decoder's version, so a changed, added or
 removed file (or another --image-size) gives another key, and the old entry
-is simply no longer read.  An entry is written in a temporary folder and
+is simply no longer read.  A TFDS split (``imagesets.tfds_source``) keys its
+entry by its record files the same way, with its dataset, version and split
+(``load_or_build_rows``), and records its labels in the metadata.  An entry is written in a temporary folder and
 renamed into place once complete, and it is trusted only when its metadata
 matches and its pixel file has every byte, so a crash or Ctrl-C mid-write
 never leaves an entry that a later run would believe.  Entries are safe to
@@ -61,10 +63,11 @@ def _stat(path: str):
     return info.st_size, info.st_mtime_ns
 
 
-def source_key(files: list[str], row_shape) -> str:
-    """The hash that names the entry for these files decoded to ``row_shape`` (H, W, C)."""
+def source_key(files: list[str], row_shape, identity=()) -> str:
+    """The hash that names the entry for these files decoded to ``row_shape`` (H, W, C); ``identity``:
+    anything else (JSON) that changes what the rows hold, e.g. a TFDS split's name and version."""
     listing = [[os.path.abspath(path), *_stat(path)] for path in files]
-    text = json.dumps([FORMAT, PIL.__version__, list(row_shape), listing])
+    text = json.dumps([FORMAT, PIL.__version__, list(row_shape), listing, list(identity)])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -72,8 +75,9 @@ def entry_dir(key: str) -> str:
     return os.path.join(cache_root(), "images", key)
 
 
-def trusted(directory: str, key: str, count: int, row_shape) -> list | None:
-    """Each file's skip reason (None for a usable one) if ``directory`` holds a complete entry for ``key``."""
+def trusted(directory: str, key: str, count: int, row_shape) -> dict | None:
+    """The entry's metadata (with each row's skip reason under "errors", None for a usable one) if
+    ``directory`` holds a complete entry for ``key``."""
     try:
         with open(os.path.join(directory, META), encoding="utf-8") as f:
             meta = json.load(f)
@@ -83,7 +87,7 @@ def trusted(directory: str, key: str, count: int, row_shape) -> list | None:
     complete = (meta.get("key") == key and meta.get("count") == count and meta.get("row_shape") == list(row_shape)
                 and isinstance(meta.get("errors"), list) and len(meta["errors"]) == count
                 and size == count * math.prod(row_shape))
-    return meta["errors"] if complete else None
+    return meta if complete else None
 
 
 def load_or_build(files: list[str], row_shape, decode) -> tuple[DiskImages, list]:
@@ -95,28 +99,39 @@ def load_or_build(files: list[str], row_shape, decode) -> tuple[DiskImages, list
     Raises:
         OSError: the cache cannot be written (read-only or full disk); nothing is left behind.
     """
-    key = source_key(files, row_shape)
+    pixels, meta = load_or_build_rows(source_key(files, row_shape), len(files), row_shape,
+                                      lambda store: {"errors": decode(store)})
+    return pixels, meta["errors"]
+
+
+def load_or_build_rows(key: str, count: int, row_shape, decode) -> tuple[DiskImages, dict]:
+    """(``count`` rows of pixels, the entry's metadata) for ``key``, from the cache or written into it.
+
+    ``decode(store)`` calls ``store(i, array)`` for each row it has and returns
+    what the metadata records: "errors" (one skip reason or None per row) and
+    anything else the source needs again (a TFDS split's labels).
+    """
     directory = entry_dir(key)
-    errors = trusted(directory, key, len(files), row_shape)
-    if errors is None:
-        errors = _build(directory, key, len(files), tuple(row_shape), decode)
-    return DiskImages(os.path.join(directory, PIXELS), row_shape, count=len(files)), errors
+    meta = trusted(directory, key, count, row_shape)
+    if meta is None:
+        meta = _build(directory, key, count, tuple(row_shape), decode)
+    return DiskImages(os.path.join(directory, PIXELS), row_shape, count=count), meta
 
 
-def _build(directory: str, key: str, count: int, row_shape: tuple, decode) -> list:
+def _build(directory: str, key: str, count: int, row_shape: tuple, decode) -> dict:
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     remove_abandoned(parent)
     temp = tempfile.mkdtemp(prefix=key + PARTIAL, dir=parent)
     try:
-        errors = _write_pixels(os.path.join(temp, PIXELS), count, row_shape, decode)
-        _write_meta(os.path.join(temp, META), {"key": key, "count": count, "row_shape": list(row_shape),
-                                               "format": FORMAT, "errors": errors})
+        recorded = _write_pixels(os.path.join(temp, PIXELS), count, row_shape, decode)
+        meta = {**recorded, "key": key, "count": count, "row_shape": list(row_shape), "format": FORMAT}
+        _write_meta(os.path.join(temp, META), meta)
         _publish(temp, directory, key, count, row_shape)
     except BaseException:  # Ctrl-C included: the half-written entry goes
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return errors
+    return meta
 
 
 def remove_abandoned(parent: str, now: float | None = None) -> None:
@@ -132,7 +147,7 @@ def remove_abandoned(parent: str, now: float | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_pixels(path: str, count: int, row_shape: tuple, decode) -> list:
+def _write_pixels(path: str, count: int, row_shape: tuple, decode) -> dict:
     """Decodes into ``path`` at each file's row; flushed to disk before the entry is published."""
     row_bytes = math.prod(row_shape)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -145,11 +160,11 @@ def _write_pixels(path: str, count: int, row_shape: tuple, decode) -> list:
                 written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
 
-        errors = decode(store)
+        recorded = decode(store)
         os.fsync(fd)  # the rename must not reach the disk before the pixels do
     finally:
         os.close(fd)
-    return errors
+    return recorded
 
 
 def _write_meta(path: str, meta: dict) -> None:

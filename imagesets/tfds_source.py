@@ -1,7 +1,16 @@
-"""Any tensorflow-datasets dataset by name (``tfds:NAME``), read into memory.
+"""Any tensorflow-datasets dataset by name (``tfds:NAME``), streamed into the image cache.
 
 Works offline when the dataset is already prepared in ``data_dir``; otherwise
 TFDS downloads and prepares it, and a failure says where to put prepared data.
+
+A split is never held in memory: its records are read once, a few at a
+time, resized to the run's size and written as rows of an image-cache entry
+(``imagesets.cache``), and the split is those rows (``DiskImages``) with its
+labels, like a folder's.  Later loads (a rerun, a resumed run, each search
+trial) read the entry instead of the records.  The entry is keyed by the
+split's record files (paths, sizes, times), the dataset's name, version and
+split, and the target size, so a re-prepared dataset or another size gives
+another entry.
 """
 
 from __future__ import annotations
@@ -9,32 +18,70 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import UserError
+from core.progress import Progress
+from imagesets import cache
 
 
-def _to_arrays(builder, split: str, image_size, channels):
+def _row_shape(builder, image_size, channels) -> tuple[int, int, int]:
+    """(H, W, C) every image of the dataset becomes: ``image_size`` and ``channels`` when given, else the
+    dataset's own (which must then be one size for all)."""
+    stored = tuple(builder.info.features[builder.info.supervised_keys[0]].shape)
+    height, width = image_size if image_size is not None else stored[:2]
+    depth = channels or (stored[2] if len(stored) > 2 else 1)
+    if None in (height, width, depth):
+        raise UserError(f"TFDS dataset {builder.name!r} has images of different sizes; pass --image-size H W")
+    return int(height), int(width), int(depth)
+
+
+def _records(builder, split: str, row_shape):
+    """(uint8 image of ``row_shape``, label) for each record of ``split``, read a few at a time."""
     import tensorflow as tf
 
-    image_key, label_key = builder.info.supervised_keys
-    ds = builder.as_dataset(split=split, as_supervised=True)
+    height, width, depth = row_shape
 
     def fit(image, label):
         image = tf.convert_to_tensor(image)
-        if channels is not None and image.shape[-1] != channels:
-            image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
-        if image_size is not None:
-            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, image_size)), 0, 255), tf.uint8)
+        if image.shape[-1] != depth:
+            image = tf.image.rgb_to_grayscale(image) if depth == 1 else tf.image.grayscale_to_rgb(image)
+        if image.shape[0] != height or image.shape[1] != width:
+            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255), tf.uint8)
         return image, label
 
-    images, labels = [], []
-    for image, label in ds.map(fit).as_numpy_iterator():
-        images.append(image)
-        labels.append(label)
-    if not images:
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    return ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def _split_rows(builder, split: str, row_shape):
+    """(DiskImages, labels) of ``split``: its cache entry, written first if there is none yet."""
+    info = builder.info.splits[split]
+    count = int(info.num_examples)
+    if not count:
         raise UserError(f"TFDS split {split!r} of {builder.name!r} is empty")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise UserError(f"TFDS dataset {builder.name!r} has images of different sizes; pass --image-size H W")
-    return np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+    files = sorted(str(path) for path in info.filepaths)
+    key = cache.source_key(files, row_shape, identity=("tfds", builder.name, str(builder.version), split))
+
+    def decode(store):
+        labels = np.zeros(count, np.int64)
+        progress = Progress(count, label=f"Reading {builder.name} {split}", unit="images")
+        seen = 0
+        for seen, (image, label) in enumerate(_records(builder, split, row_shape), start=1):
+            if seen > count:
+                break
+            store(seen - 1, np.asarray(image, np.uint8).reshape(row_shape))
+            labels[seen - 1] = int(label)
+            progress.update()
+        progress.close()
+        if seen != count:
+            raise UserError(f"TFDS split {split!r} of {builder.name!r} gave {seen} records, its info says {count}; "
+                            "prepare it again (tfds build)")
+        return {"errors": [None] * count, "labels": labels.tolist()}
+
+    try:
+        pixels, meta = cache.load_or_build_rows(key, count, row_shape, decode)
+    except OSError as error:
+        raise UserError(f"cannot write the image cache under {cache.cache_root()!r} ({error}); set "
+                        f"{cache.CACHE_ENV} to a writable folder with room for the dataset") from None
+    return pixels, np.asarray(meta["labels"], np.int64)
 
 
 def tfds_dataset(name: str, data_dir: str | None, image_size, channels):
@@ -59,7 +106,9 @@ def tfds_dataset(name: str, data_dir: str | None, image_size, channels):
     class_names = list(getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)])
     splits = builder.info.splits
     val_name = next((s for s in ("validation", "val") if s in splits), None)
-    train = _to_arrays(builder, "train", image_size, channels)
-    test = _to_arrays(builder, "test", image_size, channels) if "test" in splits else None
-    val = _to_arrays(builder, val_name, image_size, channels) if val_name else None
+    row_shape = _row_shape(builder, image_size, channels)
+    train = _split_rows(builder, "train", row_shape)
+    test = _split_rows(builder, "test", row_shape) if "test" in splits else None
+    val = _split_rows(builder, val_name, row_shape) if val_name else None
     return class_names, train, test, val
+

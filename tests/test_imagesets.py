@@ -729,6 +729,50 @@ def test_tfds_resized_and_converted(tfds_dir):
     np.testing.assert_array_equal(images[..., 0], images[..., 2])
 
 
+def test_tfds_splits_stream_into_the_image_cache_and_a_rerun_reads_it(tfds_dir, tmp_path, monkeypatch):
+    from imagesets import cache, tfds_source
+    from imagesets.diskarray import DiskImages
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    first = imagesets.load("tfds:imagesets_tiny_digits", data_dir=str(tfds_dir), image_size=(12, 12), channels=1)
+    # Every split is rows of a file on disk: the records were streamed, never held as arrays.
+    assert all(isinstance(first.arrays[split][0], DiskImages) for split in ("train", "val", "test"))
+    entries = sorted((tmp_path / "cache" / "images").iterdir())
+    assert len(entries) == 2  # train (val is carved from it) and test
+    pixel_files = {entry / "pixels.u8": (entry / "pixels.u8").stat().st_ino for entry in entries}
+
+    def no_records(*_):
+        raise AssertionError("the records were read again")
+
+    monkeypatch.setattr(tfds_source, "_records", no_records)
+    again = imagesets.load("tfds:imagesets_tiny_digits", data_dir=str(tfds_dir), image_size=(12, 12), channels=1)
+    assert {path: path.stat().st_ino for path in pixel_files} == pixel_files
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(np.asarray(again.arrays[split][0]), np.asarray(first.arrays[split][0]))
+        np.testing.assert_array_equal(again.arrays[split][1], first.arrays[split][1])
+    # The rows are what resizing the records gives (in the order TFDS stored them).
+    images, labels = digit_source()
+    expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images[300:400, ..., None], (12, 12))), 0, 255),
+                       tf.uint8).numpy()
+    assert rows(np.asarray(first.arrays["test"][0]), first.arrays["test"][1]) == rows(expected, labels[300:400])
+
+
+def test_tfds_another_size_or_a_reprepared_split_gets_its_own_cache_entry(tfds_dir, tmp_path, monkeypatch):
+    from imagesets import cache
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    spec, data_dir = "tfds:imagesets_tiny_digits", str(tfds_dir)
+    imagesets.load(spec, data_dir=data_dir, image_size=(12, 12), channels=1)
+    imagesets.load(spec, data_dir=data_dir, image_size=(10, 10), channels=1)
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 4
+    test_records = sorted(tfds_dir.rglob("*-test.tfrecord*"))
+    assert test_records
+    stat = test_records[0].stat()
+    os.utime(test_records[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a re-prepared split would
+    imagesets.load(spec, data_dir=data_dir, image_size=(12, 12), channels=1)
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 5  # only the test split is read again
+
+
 def test_tfds_unknown_name(tmp_path):
     with pytest.raises(UserError) as excinfo:
         imagesets.load("tfds:imagesets_no_such_dataset", data_dir=str(tmp_path))
