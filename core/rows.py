@@ -48,17 +48,21 @@ def predict(model, images, batch_size: int = 256, *, transform=None, progress=No
     maps each float32 chunk first (a TTA view); ``progress`` (a
     ``core.progress.Progress``) is told of each chunk done.
     """
-    def run(chunk):
-        chunk = transform(chunk) if transform is not None else chunk
-        out = np.asarray(model.predict(chunk, batch_size=batch_size, verbose=0))
-        if progress is not None:
-            progress.update(len(chunk))
-        return out
-
     if len(images) == 0:  # as Keras answers an empty split
-        return run(np.zeros((0, *images.shape[1:]), np.float32))
+        return np.asarray(model.predict(np.zeros((0, *images.shape[1:]), np.float32), verbose=0))
+    return np.concatenate(list(predict_chunks(model, images, batch_size, transform=transform, progress=progress)))
+
+
+def predict_chunks(model, images, batch_size: int = 256, *, transform=None, progress=None):
+    """``predict``'s outputs a chunk at a time, in order, for a caller that stores them as they come
+    (a backbone's features written to disk); nothing for no images."""
     chunk = batch_size * max(1, CHUNK // batch_size)  # whole batches, so the batches are Keras' own
-    return np.concatenate([run(part) for part in batches(images, chunk, np.float32)])
+    for part in batches(images, chunk, np.float32):
+        part = transform(part) if transform is not None else part
+        out = np.asarray(model.predict(part, batch_size=batch_size, verbose=0))
+        if progress is not None:
+            progress.update(len(part))
+        yield out
 
 
 def reader(images, labels):

@@ -26,16 +26,20 @@ class DiskImages:
     ``images[a:b]``, ``images[index_array]``, ``images[mask]`` and tuple keys
     (``images[:, 0, 0]``) give ndarrays, like numpy; ``np.asarray(images)``
     reads everything.  ``select`` and ``concat`` give views, reading nothing.
+
+    Other row types work the same way: ``dtype`` float32 holds a backbone's
+    feature maps (``transfer.features``), any rank of row.  ``owner`` is kept
+    alive by every view: whatever deletes a temporary file when collected.
     """
 
-    dtype = np.dtype(np.uint8)
-    ndim = 4
-
-    def __init__(self, path: str, row_shape, rows=None, *, count: int | None = None):
+    def __init__(self, path: str, row_shape, rows=None, *, count: int | None = None, dtype=np.uint8, owner=None):
         self.path = str(path)
         self.row_shape = tuple(int(d) for d in row_shape)
-        self.row_bytes = math.prod(self.row_shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 1 + len(self.row_shape)
+        self.row_bytes = math.prod(self.row_shape) * self.dtype.itemsize
         self.rows = np.arange(count, dtype=np.int64) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+        self.owner = owner
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -46,23 +50,28 @@ class DiskImages:
 
     @property
     def size(self) -> int:
-        return len(self.rows) * self.row_bytes
+        return len(self.rows) * math.prod(self.row_shape)
 
-    nbytes = size  # what a uint8 copy in memory would take
+    @property
+    def nbytes(self) -> int:  # what a copy in memory would take
+        return len(self.rows) * self.row_bytes
 
     def __repr__(self) -> str:
         return f"DiskImages({self.path!r}, shape={self.shape})"
 
     def select(self, index) -> DiskImages:
         """The rows ``index`` (an index array, mask or slice) as a view on the same file."""
-        return DiskImages(self.path, self.row_shape, self.rows[index])
+        return self._view(self.rows[index])
+
+    def _view(self, rows) -> DiskImages:
+        return DiskImages(self.path, self.row_shape, rows, dtype=self.dtype, owner=self.owner)
 
     def concat(self, *others: DiskImages) -> DiskImages:
         """These rows then the others' rows, as one view; they must be views of the same file."""
         for other in others:
-            if other.path != self.path or other.row_shape != self.row_shape:
+            if other.path != self.path or other.row_shape != self.row_shape or other.dtype != self.dtype:
                 raise ValueError(f"cannot join rows of {other!r} to {self!r}: not the same file")
-        return DiskImages(self.path, self.row_shape, np.concatenate([self.rows, *(o.rows for o in others)]))
+        return self._view(np.concatenate([self.rows, *(o.rows for o in others)]))
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
@@ -85,7 +94,7 @@ class DiskImages:
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """The file's rows ``rows`` in that order; each run of consecutive rows is one read."""
-        out = np.empty((len(rows), *self.row_shape), np.uint8)
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
         if not len(rows):
             return out
         order = np.argsort(rows, kind="stable")
@@ -103,10 +112,22 @@ class DiskImages:
         return out
 
     def _read_run(self, fd: int, first_row: int, into: np.ndarray) -> None:
-        view, offset = memoryview(into.reshape(-1)), first_row * self.row_bytes
+        view, offset = memoryview(into.reshape(-1)).cast("B"), first_row * self.row_bytes
         while len(view):
             got = os.preadv(fd, [view], offset)
             if got == 0:
                 raise OSError(f"{self.path!r} ends before row {offset // self.row_bytes}: the image cache is "
                               "truncated; delete it and load the folder again")
             view, offset = view[got:], offset + got
+
+    def write(self, first_row: int, rows: np.ndarray) -> None:
+        """Writes ``rows`` at the file's rows ``first_row``, ``first_row + 1``, ... (a file being filled)."""
+        view = memoryview(np.ascontiguousarray(rows, self.dtype).reshape(-1)).cast("B")
+        offset = first_row * self.row_bytes
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            while len(view):
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        finally:
+            os.close(fd)

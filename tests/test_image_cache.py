@@ -242,3 +242,33 @@ def test_a_folder_run_trains_and_evaluates_from_the_cache(tmp_path, own_cache):
     assert metrics["epochs_run"] == 2
     assert os.path.isfile(os.path.join(metrics["run_dir"], "mistakes.png"))
     assert len(entries(own_cache)) == 1
+
+
+def test_a_folders_backbone_features_go_to_disk_and_match_those_computed_in_memory(tmp_path, own_cache):
+    import gc
+
+    from transfer import extract_features, load_backbone
+    from transfer.probe import pool
+
+    root = write_digit_folder(str(tmp_path / "digits"), n_per_class=6)
+    data = imagesets.load(f"folder:{root}", image_size=(32, 32), channels=3, seed=0)
+    images = data.arrays["train"][0]
+    backbone = load_backbone("mlp", input_shape=(32, 32, 3), weights=None)
+    on_disk = extract_features(backbone, images, batch_size=4, split="train")
+    in_memory = extract_features(backbone, np.asarray(images), batch_size=4)
+    assert isinstance(on_disk, DiskImages) and isinstance(in_memory, np.ndarray)
+    assert on_disk.dtype == np.float32 and on_disk.shape == in_memory.shape
+    np.testing.assert_allclose(np.asarray(on_disk), in_memory, rtol=1e-6, atol=1e-6)
+    # Pooled a chunk at a time, and read by index like any split (the fast path's pipeline does).
+    np.testing.assert_allclose(pool(on_disk), pool(in_memory), rtol=1e-6, atol=1e-6)
+    index = np.array([3, 0, 2])
+    np.testing.assert_array_equal(on_disk.select(index)[:], on_disk[index])
+    # The file is temporary: it goes with the last view of it.
+    path = on_disk.path
+    view = on_disk.select(index)
+    del on_disk
+    gc.collect()
+    assert os.path.exists(path)
+    del view
+    gc.collect()
+    assert not os.path.exists(path)

@@ -9,11 +9,18 @@ back on the backbone for prediction and export.
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+import weakref
+
 import keras
 import numpy as np
 
 from core.progress import Progress
-from core.rows import predict
+from core.rows import on_disk, predict, predict_chunks
+from imagesets import cache
+from imagesets.diskarray import DiskImages
 from transfer.probe import fit_probe, pool
 
 
@@ -42,9 +49,53 @@ def extract_features(backbone, raw_images, batch_size: int = 64, *, split: str =
     # A chunk at a time: a folder's images are read from disk, and no split is held as float32.
     progress = Progress(len(images), label=f"Computing {backbone.name} features{' of ' + split if split else ''}",
                         unit="images")
-    features = np.asarray(predict(feature_extractor(backbone), images, batch_size, progress=progress), np.float32)
+    if on_disk(images):
+        features = _on_disk(feature_extractor(backbone), images, batch_size, progress, backbone.feature_shape)
+    else:
+        features = np.asarray(predict(feature_extractor(backbone), images, batch_size, progress=progress),
+                              np.float32)
     progress.close()
     return features
+
+
+def _on_disk(extractor, images, batch_size: int, progress, feature_shape) -> DiskImages:
+    """Features of images on disk, written to a temporary file as they are computed and read back by row.
+
+    A backbone's feature maps can outweigh its images: MobileNetV2's 7x7x1280 float32 map is 251 KB an image,
+    against 151 KB for the 224x224 photo, so 20,000 photos' features would take 5 GB of memory.  On disk
+    they take none; the file goes when the last view of it is collected (or, after a crash, with the image
+    cache's abandoned entries, a day later).
+    """
+    folder = os.path.join(cache.cache_root(), "features")
+    os.makedirs(folder, exist_ok=True)
+    cache.remove_abandoned(folder)
+    fd, path = tempfile.mkstemp(prefix="features" + cache.PARTIAL, suffix=".f32", dir=folder)
+    owner = _TemporaryFile(path)
+    try:
+        os.ftruncate(fd, len(images) * math.prod(feature_shape) * 4)
+    finally:
+        os.close(fd)
+    features = DiskImages(path, feature_shape, count=len(images), dtype=np.float32, owner=owner)
+    done = 0
+    for chunk in predict_chunks(extractor, images, batch_size, progress=progress):
+        features.write(done, chunk)
+        done += len(chunk)
+    return features
+
+
+class _TemporaryFile:
+    """Deletes ``path`` when collected (every view of a ``DiskImages`` holds it as ``owner``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        weakref.finalize(self, _remove, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def pooled(features: np.ndarray) -> np.ndarray:

@@ -28,6 +28,8 @@ import warnings
 import keras
 import numpy as np
 
+from core.rows import batches, on_disk
+
 # Logit offset for a class the training split lacks: the probe never predicts it.
 ABSENT_CLASS_LOGIT = -10.0
 
@@ -54,7 +56,14 @@ class Probe:
 
 
 def pool(features: np.ndarray, pooling: str = "avg") -> np.ndarray:
-    """Feature maps (N, H, W, C) to vectors the way a head's pooling does; vectors pass through."""
+    """Feature maps (N, H, W, C) to vectors the way a head's pooling does; vectors pass through.
+
+    Features on disk (``transfer.features`` writes a folder's there) are pooled
+    a chunk at a time, so only the vectors are ever in memory."""
+    if on_disk(features):
+        if not len(features):
+            return pool(np.zeros(features.shape, features.dtype), pooling)
+        return np.concatenate([pool(chunk, pooling) for chunk in batches(features)])
     features = np.asarray(features)
     if features.ndim != 4:
         return features.reshape(len(features), -1)
