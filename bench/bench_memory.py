@@ -15,6 +15,11 @@ and upside down), and runs ``train.py`` on it for one epoch of a small model
 * warm: the same cache again, the way a rerun, a resumed run or a search
   trial loads the folder.
 
+and, beside them on the same files, the same model trained for one epoch
+the way Keras' guides do it (``keras``): ``image_dataset_from_directory``
+(70% of the files, as ``train.py`` trains on 70% after its validation and
+test shares) into ``model.fit``, then an evaluation of the other 30%.
+
 The peak resident memory of each child is its ``ru_maxrss`` (``os.wait4``).
 "Done when" (issue 14): from the smallest to the second case, the peak grows
 by less than half of one decoded copy of the extra images; a copy of the
@@ -88,18 +93,41 @@ def peak_rss(command: list[str], cwd: str, env: dict) -> dict:
     return result
 
 
-def run_case(work: str, count: int, size: int, code: str, runs=("cold", "warm"), model=(MODEL,)) -> dict:
+# The same model on the same files, the way Keras' guides train from a folder: streamed by
+# image_dataset_from_directory, 70% to fit for an epoch, 30% evaluated.  argv: folder size model [width].
+KERAS_RUN = """
+import sys
+sys.path.insert(0, ".")
+import keras
+import zoo
+folder, size, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+options = {"width": float(sys.argv[4])} if len(sys.argv) > 4 else {}
+train, held_out = keras.utils.image_dataset_from_directory(
+    folder, image_size=(size, size), batch_size=%d, label_mode="categorical", validation_split=0.3,
+    subset="both", seed=0, verbose=False)
+network = zoo.build(name, input_shape=(size, size, 3), num_classes=len(train.class_names), **options)
+inputs = keras.Input((size, size, 3))
+model = keras.Model(inputs, network(keras.layers.Rescaling(1 / 255)(inputs)))
+model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+model.fit(train, epochs=1, verbose=0)
+model.evaluate(held_out, verbose=0)
+""" % BATCH
+
+
+def run_case(work: str, count: int, size: int, code: str, runs=("cold", "warm", "keras"), model=(MODEL,)) -> dict:
     folder, cache, runs_dir = (os.path.join(work, name) for name in ("photos", "cache", "runs"))
     megabytes = write_folder(folder, count)
     env = {**os.environ, CACHE_ENV: cache, "CNN_CLASSROOM_OFFLINE": "1"}
     command = [sys.executable, "train.py", "--dataset", f"folder:{folder}", "--model", *model,
                "--image-size", str(size), str(size), "--channels", "3", "--epochs", "1", "--batch-size", str(BATCH),
                "--runs-dir", runs_dir, "--no-export", "--verbose", "0"]
+    width = model[2:3]  # ("--width", W) -> (W,)
+    keras_command = [sys.executable, "-c", KERAS_RUN, folder, str(size), model[0], *width]
     case = {"files": count, "size": size, "file_megabytes": round(megabytes, 1),
             "decoded_megabytes": round(count * size * size * 3 / 1e6, 1)}
     for name in runs:
         shutil.rmtree(runs_dir, ignore_errors=True)  # a new run each time, not a resumed one
-        case[name] = peak_rss(command + ["--run-name", name], code, env)
+        case[name] = peak_rss(keras_command if name == "keras" else command + ["--run-name", name], code, env)
         print(f"  {count} files at {size}x{size}, {name}: {case[name]}", flush=True)
     cached = os.path.join(cache, "images")
     case["cache_megabytes"] = round(sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cached)
@@ -113,11 +141,11 @@ def verdict(cases: list[dict]) -> dict:
         return {"done": None, "why": "needs two cases of one image size"}
     small, large = cases[0], cases[1]
     extra = (large["files"] - small["files"]) * large["size"] ** 2 * 3 / 1e6
-    growth = {name: round(large[name]["peak_rss_mb"] - small[name]["peak_rss_mb"], 1) for name in ("cold", "warm")
-              if name in small and name in large}
+    growth = {name: round(large[name]["peak_rss_mb"] - small[name]["peak_rss_mb"], 1)
+              for name in ("cold", "warm", "keras") if name in small and name in large}
     limit = extra / 2
     return {"extra_decoded_megabytes": round(extra, 1), "limit_megabytes": round(limit, 1), "growth_mb": growth,
-            "done": all(value < limit for value in growth.values())}
+            "done": all(value < limit for name, value in growth.items() if name != "keras")}
 
 
 def main(argv=None) -> int:
@@ -126,11 +154,13 @@ def main(argv=None) -> int:
     parser.add_argument("--case", nargs=2, type=int, action="append", metavar=("FILES", "SIZE"),
                         help="run these cases instead of the mode's (repeatable)")
     parser.add_argument("--cold-only", action="store_true", help="skip the second (warm-cache) run of each case")
+    parser.add_argument("--no-keras", action="store_true", help="skip the Keras run beside each case")
     parser.add_argument("--model", default=MODEL, help="the zoo model trained")
     parser.add_argument("--width", type=float, help="its width multiplier (default: the model's own)")
     args, mode, output = parse_size("memory", __doc__, argv, quick="1,500 and 6,000 images at 128x128",
                                     full="also 20,000 at 224x224", parser=parser)
     cases, runs = [], ("cold",) if args.cold_only else ("cold", "warm")
+    runs += () if args.no_keras else ("keras",)
     model = (args.model, *(["--width", str(args.width)] if args.width else []))
     for count, size in args.case or CASES[mode]:
         work = tempfile.mkdtemp(prefix=f"bench-memory-{count}-")
