@@ -42,6 +42,7 @@ DEFAULTS = {
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": None, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
+    "time_budget": None,
     "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
     "fit_on_val": False,
     # Distribution (training.distribute): --batch-size stays the global batch
@@ -88,6 +89,12 @@ def check_config(config: dict) -> None:
         raise UserError(f"--discriminative-lr must be in (0, 1], got {lowest}")
     if config["monitor"] not in MONITORS:
         raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
+    if config["time_budget"] is not None:
+        if not config["time_budget"] > 0:
+            raise UserError(f"--time-budget must be a number of minutes > 0, got {config['time_budget']}")
+        if config["finetune_epochs"] and transfers(config):
+            raise UserError("--time-budget sizes one phase of training; with --finetune-epochs there are two: "
+                            "drop one of them")
 
 
 def check_export_formats(config: dict) -> None:
@@ -201,6 +208,9 @@ def _augmentation_flags(parser, D) -> None:
 def _optimization_flags(parser, D) -> None:
     opt = parser.add_argument_group("Optimization")
     opt.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (early stopping may end sooner)")
+    opt.add_argument("--time-budget", type=float, default=D["time_budget"], metavar="MINUTES",
+                     help="train for about this many minutes: the epochs (and so the schedule) are sized to them "
+                          "from the measured speed of the first steps, in place of --epochs")
     opt.add_argument("--batch-size", type=int, default=D["batch_size"], help="images per training step")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default=D["optimizer"],
                      help="sgd uses --momentum (and --nesterov)")

@@ -50,6 +50,32 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
                 "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
 
 
+@keras.saving.register_keras_serializable(package="training")
+class Stretched(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule`` read on a clock sped up or slowed down by ``scale``: step s gives ``schedule(s * scale)``.
+
+    ``--time-budget`` builds the schedule for the epochs it plans, then, as the
+    measured epochs come in, sets ``scale`` to planned / now-expected epochs,
+    so the schedule reaches its end when the time does (``training.budget``).
+    ``scale`` is a non-trainable variable, so changing it needs no recompile.
+    """
+
+    def __init__(self, schedule, scale=1.0):
+        self.schedule = schedule
+        self.scale = scale if isinstance(scale, keras.Variable) else keras.Variable(
+            float(scale), trainable=False, dtype="float32", name="schedule_scale")
+
+    def __call__(self, step):
+        return self.schedule(keras.ops.cast(step, "float32") * self.scale)
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule), "scale": float(self.scale.numpy())}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["scale"])
+
+
 def make_schedule(kind, lr, *, steps_per_epoch, epochs, warmup_epochs=0, step_epochs=30, step_gamma=0.1):
     """A learning rate (float or schedule) for ``kind`` in ``SCHEDULES``.
 

@@ -53,6 +53,7 @@ class Phase:
     passes: int = 1
     warmup_epochs: float = 0.0
     keep_last: bool = False
+    schedule_epochs: int | None = None  # the schedule's length when it is not ``epochs`` (--time-budget)
 
 
 def _marker(backup_root, phase):
@@ -92,8 +93,9 @@ def load_best(model, path: str) -> None:
 
 
 def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monitor, patience, history,
-               class_weight, verbose, log):
-    """Fits ``model`` phase by phase; returns the last phase's BestWeights callback."""
+               class_weight, verbose, log, extra_callbacks=()):
+    """Fits ``model`` phase by phase; returns the last phase's BestWeights callback.  ``extra_callbacks`` run
+    after the run's own and before the backup (``training.budget.Deadline``)."""
     import keras
 
 
@@ -130,6 +132,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             HistoryLog(csv_path, append=True),
             best,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+            *extra_callbacks,
             ResumableCheckpoint(os.path.join(backup_root, phase.name)),
         ]
         fit_train, fit_val = phase.datasets or (train_ds, val_ds)

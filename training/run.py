@@ -27,13 +27,14 @@ from core.errors import UserError
 from core.model import inference_model
 from serving.export import export_savedmodel
 from serving.formats import export_formats
+from training import budget
 from training import diagnose as diagnosis
 from training import lock, mistakes, rundir
 from training.config import DEFAULTS, check_config, complete, default_run_name, model_label
 from training.data import augmentation_for, check_data, class_weights, flips_for, load_data, pipelines, \
     training_arrays
 from training.distribute import agree_on_epochs, describe, is_chief, make_strategy, worker_runs_dir
-from training.optim import make_optimizer, make_schedule
+from training.optim import Stretched, make_optimizer, make_schedule
 from training.phases import completed_epochs, run_phases, steps_per_epoch
 from training.recipes import load_backbone, make_recipe
 from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves
@@ -61,6 +62,8 @@ class Run:
     trial: bool = False  # a search trial never looks at the test split
     phases: list = dataclasses.field(default_factory=list)
     started: float = 0.0
+    budget: dict | None = None  # --time-budget's plan (training.budget)
+    budget_scale: object = None  # and the variable its schedule's clock is scaled by
 
     @property
     def title(self) -> str:
@@ -110,7 +113,28 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     run.started = time.time()  # includes the probe and the cached features, so the fast path is timed fairly
     recipe.start(run)
     run.phases = recipe.phases(run, augmented=augmentation is not None or mix is not None)
+    if config["time_budget"] and not trial:
+        size_to_budget(run)
     return run
+
+
+def size_to_budget(run: Run) -> None:
+    """--time-budget: the one phase's epochs are as many as fit the minutes (``training.budget``)."""
+    config, (phase,) = run.config, run.phases
+    with run.strategy.scope():
+        run.budget = budget.plan_epochs(run, phase, config["time_budget"], lambda target: compile_model(
+            target, config, run.steps * phase.passes, lr=phase.lr, epochs=phase.epochs,
+            warmup_epochs=phase.warmup_epochs))
+        run.budget_scale = keras.Variable(budget.scale(run.budget), trainable=False, dtype="float32",
+                                          name="budget_scale")
+    if config["epochs"] != DEFAULTS["epochs"]:
+        run.log(f"Note: --time-budget decides the epochs; --epochs {config['epochs']} does not apply")
+    phase.schedule_epochs = run.budget["epochs"]
+    phase.epochs = budget.most_epochs(run.budget["epochs"])
+    run.log(f"Time budget {config['time_budget']:g} min: a training step takes "
+            f"{1000 * run.budget['train_step_seconds']:.1f} ms, an epoch about {run.budget['epoch_seconds']:.2f} s, "
+            f"so about {run.budget['epochs']} epochs; the {config['schedule']} schedule is resized to the epochs "
+            "measured as they come, to end when the time does")
 
 
 def open_run_dir(config: dict, data, strategy, run_dir: str | None, log) -> tuple[str, bool]:
@@ -163,13 +187,16 @@ def device_line(run: Run) -> str:
 
 
 def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None, lr_multipliers=None,
-                  warmup_epochs=None):
-    """The run's optimizer, schedule and loss (label smoothing), on ``model``."""
+                  warmup_epochs=None, stretch=None):
+    """The run's optimizer, schedule and loss (label smoothing), on ``model``.  ``stretch``: a variable the
+    schedule's clock is scaled by (``training.optim.Stretched``; --time-budget)."""
     warmup = config["warmup_epochs"] or warmup_epochs or 0.0
     try:
         schedule = make_schedule(config["schedule"], lr or config["lr"], steps_per_epoch=steps_per_epoch,
                                  epochs=epochs or config["epochs"], warmup_epochs=warmup,
                                  step_epochs=config["step_epochs"], step_gamma=config["step_gamma"])
+        if stretch is not None and not isinstance(schedule, float):
+            schedule = Stretched(schedule, stretch)
         optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
                                    nesterov=config["nesterov"], weight_decay=config["weight_decay"],
                                    lr_multipliers=lr_multipliers)
@@ -182,8 +209,9 @@ def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=
 def compile_phase(run: Run, target, phase) -> None:
     multipliers = run.recipe.before_phase(run, phase)
     with run.strategy.scope():
-        compile_model(target, run.config, run.steps * phase.passes, lr=phase.lr, epochs=phase.epochs,
-                      lr_multipliers=multipliers, warmup_epochs=phase.warmup_epochs)
+        compile_model(target, run.config, run.steps * phase.passes, lr=phase.lr,
+                      epochs=phase.schedule_epochs or phase.epochs, lr_multipliers=multipliers,
+                      warmup_epochs=phase.warmup_epochs, stretch=run.budget_scale)
 
 
 def fit(run: Run) -> dict:
@@ -194,11 +222,13 @@ def fit(run: Run) -> dict:
     history = rundir.trim_history(run.path("history.csv"), done)
     if run.resuming:
         run.log(f"Resuming run {run.run_dir} after epoch {done}")
+    deadline = [budget.Deadline(run.run_dir, run.budget, run.budget_scale, run.started, most=run.phases[0].epochs)
+                ] if run.budget else []
     best = run_phases(run.model, run.phases, compile_phase=functools.partial(compile_phase, run),
                       train_ds=run.train_ds, val_ds=run.val_ds, run_dir=run.run_dir, monitor=config["monitor"],
                       patience=config["patience"], history=history,
                       class_weight=class_weights(config, run.labels, run.data.num_classes),
-                      verbose=config["verbose"], log=run.log)
+                      verbose=config["verbose"], log=run.log, extra_callbacks=deadline)
     history = rundir.read_history(run.path("history.csv"))
     best_epoch, best_value = best_of(history, config["monitor"])
     if run.phases[-1].keep_last and history:  # what the weights file holds: the last epoch, not the best
@@ -213,6 +243,11 @@ def fit(run: Run) -> dict:
     }
     if history:
         fitted["final_epoch"] = {k: v for k, v in history[-1].items() if k != "epoch"}
+    if run.budget:
+        plan = budget.read_plan(run.run_dir) or run.budget
+        fitted["time_budget"] = {"minutes": config["time_budget"], "planned_epochs": run.budget["epochs"],
+                                 "seconds_per_epoch_planned": run.budget["epoch_seconds"],
+                                 "epochs": plan.get("total_epochs"), "spent_seconds": plan.get("spent_seconds")}
     return fitted
 
 
