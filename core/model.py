@@ -8,6 +8,8 @@ the training images) stays, so a served model takes raw pixels.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -41,12 +43,34 @@ def _adapt_data(images):
                                           output_signature=tf.TensorSpec((None, *images.shape[1:]), tf.float32))
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to ``name`` while a model is built, then put back.
+
+    Layers take the policy when they are made, and a model made under
+    "mixed_float16" gets loss scaling when it compiles; the policy is global,
+    so it must not outlive the run that asked for it."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _float32(outputs):
+    # Under a mixed policy the network's last layer computes in float16/bfloat16: probabilities, the loss and
+    # every consumer (metrics, exports) get float32.
+    return outputs if outputs.dtype == "float32" else keras.layers.Activation(
+        "linear", dtype="float32", name="float32_outputs")(outputs)
+
+
 def assemble(network: keras.Model, input_shape, *, preprocessing, augmentation=None) -> keras.Model:
-    """The training model: raw images in, the network's outputs out."""
+    """The training model: raw images in, the network's outputs out (float32 whatever the policy)."""
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     x = preprocessing(x)
-    outputs = network(x)
+    outputs = _float32(network(x))
     return keras.Model(inputs, outputs, name=f"{network.name}_trainer")
 
 
@@ -60,4 +84,4 @@ def inference_model(model: keras.Model) -> keras.Model:
     inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
     x = model.get_layer("preprocessing")(inputs)
     network = network_of(model)
-    return keras.Model(inputs, network(x), name=network.name)
+    return keras.Model(inputs, _float32(network(x)), name=network.name)

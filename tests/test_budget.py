@@ -127,3 +127,44 @@ def test_measuring_leaves_the_weights_as_they_were():
     assert measured["epoch_seconds"] > 0
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+# --- --precision and --jit-compile -----------------------------------------------------------
+
+@pytest.mark.parametrize("precision, model", [("mixed_bfloat16", "lenet5_modern"), ("mixed_float16", "mlp")])
+def test_a_mixed_precision_run_learns_gives_float32_outputs_and_leaves_the_policy_as_it_was(
+        tmp_path, precision, model):
+    from core.model import inference_model
+    from training.run import prepare
+
+    metrics = train({"dataset": "digits", "model": model, "epochs": 3, "precision": precision,
+                     "runs_dir": str(tmp_path), "export_dir": str(tmp_path / "exports"), "verbose": 0})
+    assert keras.config.dtype_policy().name == "float32"
+    assert metrics["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    run = prepare({"dataset": "digits", "model": model, "epochs": 1, "precision": precision,
+                   "runs_dir": str(tmp_path / "again"), "verbose": 0}, log=lambda *_: None)
+    assert keras.config.dtype_policy().name == "float32"
+    layers = [layer for layer in run.model._flatten_layers() if layer.weights]
+    assert any(layer.dtype_policy.name == precision for layer in layers)
+    assert run.model.outputs[0].dtype == "float32"
+    assert inference_model(run.model).outputs[0].dtype == "float32"
+    # The exported SavedModel serves float32 probabilities that sum to one.
+    import tensorflow as tf
+
+    served = tf.saved_model.load(metrics["export_path"]).signatures["serving_default"]
+    images = np.zeros((2, 8, 8, 1), np.float32)
+    probabilities = served(tf.constant(images))["probabilities"]
+    assert probabilities.dtype == tf.float32
+    np.testing.assert_allclose(probabilities.numpy().sum(-1), 1.0, atol=1e-3)
+
+
+def test_mixed_float16_scales_the_loss_and_jit_compile_reaches_keras(tmp_path):
+    from training.run import compile_model, prepare
+
+    run = prepare({"dataset": "digits", "model": "mlp", "epochs": 1, "precision": "mixed_float16",
+                   "jit_compile": True, "runs_dir": str(tmp_path), "verbose": 0}, log=lambda *_: None)
+    compile_model(run.model, run.config, run.steps)
+    assert isinstance(run.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert run.model.jit_compile is True
+    history = run.model.fit(run.train_ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -47,6 +47,8 @@ DEFAULTS = {
     "fit_on_val": False,
     # Distribution (training.distribute): --batch-size stays the global batch
     "strategy": "auto",
+    # Numerics: Keras' dtype policy, and XLA (None: Keras' own choice, on a GPU and not on a CPU)
+    "precision": "float32", "jit_compile": None,
     # Output
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
     "export_formats": [],
@@ -89,6 +91,8 @@ def check_config(config: dict) -> None:
         raise UserError(f"--discriminative-lr must be in (0, 1], got {lowest}")
     if config["monitor"] not in MONITORS:
         raise UserError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
+    if config["precision"] not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
     if config["time_budget"] is not None:
         if not config["time_budget"] > 0:
             raise UserError(f"--time-budget must be a number of minutes > 0, got {config['time_budget']}")
@@ -246,6 +250,19 @@ def _distribution_flags(parser, D) -> None:
                            "multi_worker: the machines in TF_CONFIG (run the same command on each)")
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _numerics_flags(parser, D) -> None:
+    num = parser.add_argument_group("Numerics (for GPUs; on these 2 CPU cores neither made training faster)")
+    num.add_argument("--precision", choices=PRECISIONS, default=D["precision"],
+                     help="Keras' dtype policy: mixed_float16 computes in float16 with loss scaling (GPUs with "
+                          "tensor cores), mixed_bfloat16 in bfloat16 (TPUs, recent GPUs and CPUs); weights and "
+                          "the model's outputs stay float32")
+    num.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=D["jit_compile"],
+                     help="compile training steps with XLA (default: Keras' choice, on a GPU, not on a CPU)")
+
+
 def _output_flags(parser, D) -> None:
     out = parser.add_argument_group("Output")
     out.add_argument("--run-name", default=D["run_name"], help="run directory name (default: MODEL-DATASET)")
@@ -261,7 +278,8 @@ def _output_flags(parser, D) -> None:
 
 
 # The parser's groups, in the order --help shows them.
-FLAG_GROUPS = (_data_flags, _model_flags, _transfer_flags, _augmentation_flags, _optimization_flags, _distribution_flags, _output_flags)
+FLAG_GROUPS = (_data_flags, _model_flags, _transfer_flags, _augmentation_flags, _optimization_flags, _distribution_flags,
+               _numerics_flags, _output_flags)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ import numpy as np
 
 from augment import predict_tta, save_grid
 from core.errors import UserError
-from core.model import inference_model
+from core.model import dtype_policy, inference_model
 from serving.export import export_savedmodel
 from serving.formats import export_formats
 from training import budget
@@ -101,7 +101,7 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     data = data if data is not None else load_data(config, recipe.backbone)
     skipped = check_data(config, data)
     augmentation, mix = augmentation_for(config, data)
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config["precision"]):
         model = recipe.build(config, data, augmentation)
     run_dir, resuming = open_run_dir(config, data, strategy, run_dir, log)
     train_ds, val_ds = pipelines(config, data, mix)
@@ -203,7 +203,8 @@ def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=
     except ValueError as error:
         raise UserError(str(error)) from None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    jit = "auto" if config["jit_compile"] is None else bool(config["jit_compile"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
 
 
 def compile_phase(run: Run, target, phase) -> None:
