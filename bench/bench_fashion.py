@@ -4,6 +4,14 @@ the published results for the same families, and the time to reach 90/93/95%.
     .venv/bin/python bench/bench_fashion.py --quick          # LeNet-5 and ResNet-20 on a subset: a smoke run
     .venv/bin/python bench/bench_fashion.py --full           # 54,000 training images, the real recipe (hours)
     .venv/bin/python bench/bench_fashion.py --full --models lenet5 resnet20 --epochs 15
+    .venv/bin/python bench/bench_fashion.py --full --equal-time 5   # every family for 5 minutes of training
+
+``--equal-time MINUTES`` answers "which family, for the time I have?": each of
+the six families trains for the same wall-clock minutes, its epochs and
+one-cycle schedule sized to them by ``--time-budget``'s machinery
+(``training.budget``: timed steps, then re-planned after every epoch so the
+schedule ends with the time), the per-epoch test scoring kept off the clock.
+Its results go to bench/results/fashion_equal_<minutes>min.json.
 
 The recipe is what ``train.py`` does: the library's split (10% of the training
 set held out for validation), in-graph augmentation, label smoothing 0.1, a
@@ -39,6 +47,7 @@ THRESHOLDS = (0.90, 0.93, 0.95)
 
 # Rows of the Fashion-MNIST README's Benchmark table, matched to a zoo family.
 PUBLISHED = {
+    "alexnet_small": [("AlexNet (no row in the table)", None)],
     "lenet5_modern": [("2 Conv Layers with 3 FC 1.8M parameters (Normalization)", 0.932),
                       ("2 Conv Layers net <100K parameters (None)", 0.925),
                       ("2 Conv Layers 113K parameters (Normalization)", 0.922)],
@@ -55,6 +64,8 @@ PUBLISHED = {
 COMMON = {"dataset": "fashion_mnist", "label_smoothing": 0.1, "schedule": "onecycle", "batch_size": 128,
           "preprocessing": "standardize", "seed": 0}
 RECIPES = {
+    "alexnet_small": {"optimizer": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
+                      "epochs": 40},
     "lenet5_modern": {"optimizer": "adam", "lr": 3e-3, "augment": "light", "batch_norm": True, "epochs": 40},
     "inception_small": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
                         "epochs": 40},
@@ -65,14 +76,15 @@ RECIPES = {
     "wrn16_4": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
                 "epochs": 40},
 }
-LABELS = {"lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
+LABELS = {"alexnet_small": "AlexNet, small", "lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
           "resnet20": "ResNet-20", "resnet56": "ResNet-56", "wrn16_4": "Wide ResNet WRN-16-4"}
 # Quick: a smoke run of two families.  Fewer steps than this leave batch norm's moving
 # averages unsettled, and the others cost minutes an epoch even on a subset.
 QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "epochs": 2, "batch_size": 64}
 
 
-def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, log=print) -> dict:
+def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, minutes=None,
+               log=print) -> dict:
     import tempfile
 
     import keras
@@ -95,7 +107,16 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     # scores the test split after every epoch without checkpoints.
     run = prepare(config, log=lambda *_: None, run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
     model, train_ds, y_train = run.model, run.train_ds, run.labels
-    compile_model(model, run.config, run.steps)
+    planned = scale = None
+    if minutes:  # equal time: epochs planned from timed steps, the schedule's clock rescaled after each epoch
+        from training import budget
+
+        measured = budget.measure(model, train_ds, run.val_ds.take(0), run.steps,  # no validation pass here
+                                  lambda target: compile_model(target, run.config, run.steps))
+        planned = max(1, int(minutes * 60 // measured["epoch_seconds"]))
+        epochs = budget.most_epochs(planned)
+        scale = keras.Variable(1.0, trainable=False, dtype="float32")
+    compile_model(model, run.config, run.steps, epochs=planned or epochs, stretch=scale)
     inference = inference_model(model)
     test_images = x_test.astype(np.float32)
 
@@ -123,11 +144,18 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
             self.excluded += time.perf_counter() - began
 
     scorer = Scorer()
-    model.fit(train_ds, epochs=epochs, callbacks=[scorer], verbose=0)
+    callbacks = [scorer]
+    if minutes:
+        # After the scorer, on a clock that leaves its test scoring out: the budget is training time.
+        callbacks.append(budget.Deadline(run.run_dir, {"minutes": minutes, "epochs": planned}, scale, 0.0,
+                                         most=epochs, clock=lambda: time.perf_counter() - scorer.excluded))
+        callbacks[-1].started = time.perf_counter()
+    model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=0)
     keras.backend.clear_session()
     last = scorer.curve[-1]
+    extra = {"minutes": minutes, "planned_epochs": planned} if minutes else {}
     return {"model": name, "label": LABELS[name], "recipe": {k: config[k] for k in (*COMMON, *RECIPES[name])},
-            "epochs": epochs, "train_images": int(len(y_train)), "test_images": int(len(y_test)),
+            **extra, "epochs": len(scorer.curve), "train_images": int(len(y_train)), "test_images": int(len(y_test)),
             "parameters": int(inference.count_params()), "test_accuracy": last["test_accuracy"],
             "train_seconds": last["seconds"],
             "seconds_to": {f"{t:.2f}": scorer.reached.get(t) for t in THRESHOLDS},
@@ -141,8 +169,9 @@ def table(results: list[dict]) -> str:
     lines = [f"{'family':<28} {'epochs':>6} {'test acc':>8} {'published (best row)':>22} "
              + " ".join(f"{'to ' + format(t, '.0%'):>9}" for t in THRESHOLDS)]
     for r in results:
-        best_row, best = max(PUBLISHED[r["model"]], key=lambda p: p[1])
-        lines.append(f"{r['label']:<28} {r['epochs']:>6} {r['test_accuracy']:>8.4f} {best:>22.3f} "
+        best_row, best = max(PUBLISHED[r["model"]], key=lambda p: p[1] or 0)
+        published = f"{best:>22.3f}" if best else f"{'—':>22}"
+        lines.append(f"{r['label']:<28} {r['epochs']:>6} {r['test_accuracy']:>8.4f} {published} "
                      + " ".join(f"{minutes(r['seconds_to'][f'{t:.2f}']):>9}" for t in THRESHOLDS))
     return "\n".join(lines)
 
@@ -152,9 +181,13 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", choices=list(RECIPES),
                         help="families to run (default: all with --full, LeNet-5 and ResNet-20 with --quick)")
     parser.add_argument("--epochs", type=int, help="override every family's epochs")
+    parser.add_argument("--equal-time", type=float, metavar="MINUTES",
+                        help="train every family for this many minutes instead of its epochs")
     args, mode, out = parse_size("fashion", __doc__, argv, parser=parser,
                                  quick="4,000 training images, 2 epochs, LeNet-5 and ResNet-20",
                                  full="the whole training split, the recipe's epochs")
+    if args.equal_time and not args.json:
+        out = os.path.join(os.path.dirname(out), f"fashion_equal_{args.equal_time:g}min.json")
     # Runs of earlier invocations of the same mode stay in the file unless this one repeats their
     # family and recipe (a full run takes hours; it can be done a family at a time).
     try:
@@ -168,7 +201,7 @@ def main(argv=None) -> int:
         epochs = args.epochs or (RECIPES[name]["epochs"] if args.full else QUICK["epochs"])
         limits = {} if args.full else {"train_limit": QUICK["train"], "test_limit": QUICK["test"],
                                        "batch_size": QUICK["batch_size"]}
-        results.append(run_family(name, epochs=epochs, **limits))
+        results.append(run_family(name, epochs=epochs, minutes=args.equal_time, **limits))
         def key(r):
             return r["model"], json.dumps(r["recipe"], sort_keys=True)
 
