@@ -60,6 +60,9 @@ def test_two_workers_train_together_and_only_the_chief_exports(cluster_run):
     base, outputs = cluster_run
     assert "2 replicas on 2 workers; this is worker 0" in outputs[0]
     assert "this is worker 1" in outputs[1]
+    # Each worker reads its own half of the 1,259 training images, not all of them.
+    for output in outputs:
+        assert "this worker reads its own 629 of the 1,259 training images an epoch" in output
     chief_dir = base / "runs" / "lenet5-digits"
     worker_dir = base / "runs" / ".worker1" / "lenet5-digits"
     assert (chief_dir / "metrics.json").is_file() and (worker_dir / "metrics.json").is_file()

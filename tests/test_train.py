@@ -268,3 +268,25 @@ def test_pipelines_cast_images_to_float_unless_told_not_to():
     assert cast.dtype == tf.float32 and kept.dtype == tf.uint8  # the cached features of the fast path stay as given
     np.testing.assert_array_equal(kept.numpy(), images)
     np.testing.assert_array_equal(y.numpy(), np.eye(2))
+
+
+def test_workers_shards_are_disjoint_equal_and_reshuffled_every_epoch():
+    from training.pipeline import make_pipeline
+
+    labels = np.arange(23) % 3
+    images = np.arange(23, dtype=np.uint8).reshape(23, 1, 1, 1)  # each image is its own index
+
+    def epochs(index, count=2):
+        ds = make_pipeline(images, labels, 3, batch_size=4, shuffle=True, seed=5, shard=(count, index))
+        return [[int(v) for x, _ in ds for v in x.numpy().ravel()] for _ in range(2)]
+
+    first, second = epochs(0), epochs(1)
+    for epoch in range(2):
+        # Each worker reads its own 11 images: no image on both, the same number of steps on both.
+        assert len(first[epoch]) == len(second[epoch]) == 23 // 2
+        assert not set(first[epoch]) & set(second[epoch])
+    assert first[0] != first[1]  # a new shuffle, hence a new share, each epoch
+    # Every worker shuffles alike: the two shares of an epoch are the alternate images of one order.
+    whole = make_pipeline(images, labels, 3, batch_size=23, shuffle=True, seed=5)
+    order = [int(v) for v in next(iter(whole))[0].numpy().ravel()]
+    assert first[0] == order[0::2][:11] and second[0] == order[1::2][:11]

@@ -9,6 +9,7 @@ import imagesets
 import zoo
 from core.errors import UserError
 from core.rows import concatenate
+from training.distribute import is_multi_worker
 from training.pipeline import make_pipeline
 
 SHOWN_SKIPS = 20  # skipped files listed on the terminal; data_manifest.json has them all
@@ -81,13 +82,29 @@ def training_arrays(config: dict, data) -> tuple[np.ndarray, np.ndarray]:
     return data.arrays["train"]
 
 
-def pipelines(config: dict, data, mix=None):
-    """(training, validation) tf.data pipelines: shuffled, batched, one-hot, mixed when asked."""
+def pipelines(config: dict, data, mix=None, strategy=None):
+    """(training, validation) tf.data pipelines: shuffled, batched, one-hot, mixed when asked.
+
+    Under a multi-worker strategy each worker's training pipeline reads only
+    its own shard of the images (``make_pipeline(shard=...)``) in batches of
+    its share of --batch-size, through ``distribute_datasets_from_function``;
+    left to tf.distribute's automatic sharding, every worker would read every
+    image and drop all but its share."""
     x_train, y_train = training_arrays(config, data)
-    train_ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
-                             seed=config["seed"])
-    if mix is not None:
-        train_ds = train_ds.map(mix)
+
+    def train_pipeline(batch_size, shard=None):
+        ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=batch_size, shuffle=True,
+                           seed=config["seed"], shard=shard)
+        return ds.map(mix) if mix is not None else ds
+
+    if strategy is not None and is_multi_worker(strategy):
+        def per_worker(context):
+            return train_pipeline(context.get_per_replica_batch_size(config["batch_size"]),
+                                  (context.num_input_pipelines, context.input_pipeline_id))
+
+        train_ds = strategy.distribute_datasets_from_function(per_worker)
+    else:
+        train_ds = train_pipeline(config["batch_size"])
     # Validation batches the size of training's: a few of them are in flight at once (prefetch), so a fixed
     # 256 would hold several 256-image float32 batches whatever --batch-size asked for.
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=config["batch_size"], shuffle=False,

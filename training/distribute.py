@@ -101,11 +101,18 @@ def worker_runs_dir(runs_dir: str, strategy) -> str:
     return os.path.join(runs_dir, f".worker{strategy.cluster_resolver.task_id}")
 
 
+def worker_count(strategy) -> int:
+    """Machines in the cluster (chief included): one input pipeline each."""
+    if not is_multi_worker(strategy):
+        return 1
+    return sum(len(v) for v in strategy.cluster_resolver.cluster_spec().as_dict().values())
+
+
 def describe(strategy) -> str:
     replicas = strategy.num_replicas_in_sync
     if is_multi_worker(strategy):
         resolver = strategy.cluster_resolver
-        workers = sum(len(v) for v in resolver.cluster_spec().as_dict().values())
+        workers = worker_count(strategy)
         return (f"{type(strategy).__name__}: {replicas} replicas on {workers} workers; "
                 f"this is {resolver.task_type} {resolver.task_id}")
     return f"{type(strategy).__name__}: {replicas} replica{'s' if replicas != 1 else ''}"

@@ -136,7 +136,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
             ResumableCheckpoint(os.path.join(backup_root, phase.name)),
         ]
         fit_train, fit_val = phase.datasets or (train_ds, val_ds)
-        if phase.passes > 1:
+        if phase.passes > 1 and hasattr(fit_train, "repeat"):  # not a multi-worker DistributedDataset
             fit_train = fit_train.repeat(phase.passes)  # each repetition reshuffles
         target.fit(fit_train, validation_data=fit_val, initial_epoch=start, epochs=start + phase.epochs,
                    callbacks=callbacks, class_weight=class_weight, verbose=verbose,

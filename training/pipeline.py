@@ -8,7 +8,7 @@ from core.rows import reader
 
 
 def make_pipeline(images, labels: np.ndarray, num_classes: int, *, batch_size: int, shuffle: bool, seed: int,
-                  one_hot: bool = True, cast: bool = True):
+                  one_hot: bool = True, cast: bool = True, shard: tuple[int, int] | None = None):
     """(float32 raw-pixel images, one-hot labels) batches.
 
     The pipeline shuffles indices, not images, and reads each batch by
@@ -17,12 +17,22 @@ def make_pipeline(images, labels: np.ndarray, num_classes: int, *, batch_size: i
     dataset-sized shuffle buffer of images would be another whole copy;
     one of indices is 8 bytes an image.  With the same seed the order is
     the one shuffling the images gave.
+
+    ``shard=(count, index)``: this input pipeline's share when ``count``
+    workers train together: every worker shuffles the indices alike (same
+    seed, same epoch), keeps every ``count``-th from ``index`` on, and reads
+    only those images.  Each takes ``len // count`` of them, so every worker
+    makes the same number of steps (all-reduce needs that); the few left over
+    change each epoch with the shuffle.
     """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices(np.arange(len(labels), dtype=np.int64))
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if shard is not None:
+        count, index = shard
+        ds = ds.shard(count, index).take(len(labels) // count)
     ds = ds.batch(batch_size).map(reader(images, labels), num_parallel_calls=tf.data.AUTOTUNE)
 
     def to_batch(x, y):  # not named "cast": that would hide the argument and always cast

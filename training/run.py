@@ -33,7 +33,8 @@ from training import lock, mistakes, rundir
 from training.config import DEFAULTS, check_config, complete, default_run_name, model_label
 from training.data import augmentation_for, check_data, class_weights, flips_for, load_data, pipelines, \
     training_arrays
-from training.distribute import agree_on_epochs, describe, is_chief, make_strategy, worker_runs_dir
+from training.distribute import agree_on_epochs, describe, is_chief, is_multi_worker, make_strategy, \
+    worker_count, worker_runs_dir
 from training.optim import Stretched, make_optimizer, make_schedule
 from training.phases import completed_epochs, run_phases, steps_per_epoch
 from training.recipes import load_backbone, make_recipe
@@ -104,7 +105,7 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     with strategy.scope(), dtype_policy(config["precision"]):
         model = recipe.build(config, data, augmentation)
     run_dir, resuming = open_run_dir(config, data, strategy, run_dir, log)
-    train_ds, val_ds = pipelines(config, data, mix)
+    train_ds, val_ds = pipelines(config, data, mix, strategy)
     labels = training_arrays(config, data)[1]
     run = Run(config, log, recipe, strategy, data, model, run_dir, resuming, train_ds, val_ds,
               steps_per_epoch(len(labels), config["batch_size"]), labels, trial)
@@ -121,6 +122,8 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
 def size_to_budget(run: Run) -> None:
     """--time-budget: the one phase's epochs are as many as fit the minutes (``training.budget``)."""
     config, (phase,) = run.config, run.phases
+    if is_multi_worker(run.strategy):
+        raise UserError("--time-budget times one machine's steps; with --strategy multi_worker give --epochs")
     with run.strategy.scope():
         run.budget = budget.plan_epochs(run, phase, config["time_budget"], lambda target: compile_model(
             target, config, run.steps * phase.passes, lr=phase.lr, epochs=phase.epochs,
@@ -183,7 +186,11 @@ def device_line(run: Run) -> str:
     gpus = len(tf.config.list_logical_devices("GPU"))
     where = f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else f"CPU ({os.cpu_count()} cores)"
     spread = run.strategy.num_replicas_in_sync > 1 or run.config["strategy"] != "auto"
-    return f"{where}; {describe(run.strategy)}" if spread else where
+    line = f"{where}; {describe(run.strategy)}" if spread else where
+    if is_multi_worker(run.strategy):
+        share = len(run.labels) // worker_count(run.strategy)  # training.data.pipelines shards the images
+        line += f"; this worker reads its own {share:,} of the {len(run.labels):,} training images an epoch"
+    return line
 
 
 def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=None, lr_multipliers=None,
