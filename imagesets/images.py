@@ -38,11 +38,10 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
         image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image)
-    if channels == 1:
-        return image.convert("L")
-    if channels == 3:
-        return image.convert("RGB")
-    raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    mode = "L" if channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)  # convert() would copy even to its own mode
 
 
 class NotAnImage(ValueError):
@@ -119,7 +118,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None, channels: 
         if size is not None:
             _draft_jpeg(image, size, channels)
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: without an EXIF turn it would copy the pixels
         image = to_mode(image, channels)
         if size is not None and image.size != (size[1], size[0]):
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
