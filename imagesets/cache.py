@@ -35,7 +35,7 @@ import time
 
 import PIL
 
-from imagesets.diskarray import DiskImages
+from imagesets.diskarray import DiskImages, write_at
 
 CACHE_ENV = "CNN_CLASSROOM_CACHE_DIR"
 # Bump when decoding changes what a file becomes (imagesets.images.load_image), so old entries are not read.
@@ -155,10 +155,7 @@ def _write_pixels(path: str, count: int, row_shape: tuple, decode) -> dict:
         os.ftruncate(fd, count * row_bytes)  # rows of skipped files stay zeros (and take no disk: a sparse file)
 
         def store(index, array):
-            view, offset = memoryview(array.reshape(-1)), index * row_bytes
-            while len(view):
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            write_at(fd, array, index * row_bytes)
 
         recorded = decode(store)
         os.fsync(fd)  # the rename must not reach the disk before the pixels do

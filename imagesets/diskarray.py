@@ -122,12 +122,17 @@ class DiskImages:
 
     def write(self, first_row: int, rows: np.ndarray) -> None:
         """Writes ``rows`` at the file's rows ``first_row``, ``first_row + 1``, ... (a file being filled)."""
-        view = memoryview(np.ascontiguousarray(rows, self.dtype).reshape(-1)).cast("B")
-        offset = first_row * self.row_bytes
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            while len(view):
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            write_at(fd, np.ascontiguousarray(rows, self.dtype), first_row * self.row_bytes)
         finally:
             os.close(fd)
+
+
+def write_at(fd: int, array: np.ndarray, offset: int) -> None:
+    """Writes the C-contiguous ``array``'s bytes into the open file ``fd`` from byte ``offset``, all of them
+    (``pwrite`` may write fewer bytes than asked)."""
+    view = memoryview(array.reshape(-1)).cast("B")
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
