@@ -168,3 +168,15 @@ def test_mixed_float16_scales_the_loss_and_jit_compile_reaches_keras(tmp_path):
     assert run.model.jit_compile is True
     history = run.model.fit(run.train_ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_noisy_probe_never_times_a_step_at_zero(monkeypatch):
+    import tensorflow as tf
+
+    # Fits of 5 and 15 steps that took the same time: a busy machine can give that.
+    clock = iter([0.0, 3.0, 10.0, 13.0])
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(clock))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((8, 2), "float32"), np.eye(2, dtype="float32")[[0, 1] * 4]))
+    assert budget._fit_step(model, data.batch(4)) == pytest.approx(3.0 / 15)

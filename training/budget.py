@@ -91,7 +91,10 @@ def _fit_step(model, dataset) -> float:
         started = time.perf_counter()
         model.fit(batches.take(steps), epochs=1, verbose=0)
         seconds[steps] = time.perf_counter() - started
-    return max(0.0, (seconds[3 * TIMED_STEPS] - seconds[TIMED_STEPS]) / (2 * TIMED_STEPS))
+    slope = (seconds[3 * TIMED_STEPS] - seconds[TIMED_STEPS]) / (2 * TIMED_STEPS)
+    # On a busy machine the longer fit can come out no slower than the short one; then the longer fit's
+    # average, fixed cost included, is the estimate (a zero would plan epochs without end).
+    return slope if slope > 0 else seconds[3 * TIMED_STEPS] / (3 * TIMED_STEPS)
 
 
 def _median_step(step, dataset) -> float:
@@ -113,16 +116,10 @@ def _median_step(step, dataset) -> float:
 
 def _save_seconds(model) -> float:
     """Seconds to write the model's weights once (every epoch writes them for the best model and the backup)."""
-    folder = tempfile.mkdtemp(prefix="budget-")
-    path = os.path.join(folder, "probe.weights.h5")
-    try:
+    with tempfile.TemporaryDirectory(prefix="budget-") as folder:
         started = time.perf_counter()
-        model.save_weights(path)
+        model.save_weights(os.path.join(folder, "probe.weights.h5"))
         return time.perf_counter() - started
-    finally:
-        for name in os.listdir(folder):
-            os.remove(os.path.join(folder, name))
-        os.rmdir(folder)
 
 
 def scale(plan: dict) -> float:
@@ -171,9 +168,9 @@ class Deadline(keras.callbacks.Callback):
         done = epoch + 1
         per_epoch = statistics.median(self.epoch_seconds)
         total = min(self.most, done + max(0, int((self.budget - spent) // per_epoch)))
+        self.plan.update(spent_seconds=round(spent, 2), total_epochs=max(total, done))
         if total > done:
-            self.scale.assign(self.plan["epochs"] / total)
+            self.scale.assign(scale(self.plan))
         else:
             self.model.stop_training = True
-        self.plan.update(spent_seconds=round(spent, 2), total_epochs=max(total, done))
         rundir.write_json(os.path.join(self.run_dir, PLAN), self.plan)
