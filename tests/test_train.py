@@ -187,6 +187,26 @@ def test_config_file_sets_defaults_and_flags_override_it(tmp_path):
         train_cli.resolve_config(["--config", str(path)])
 
 
+def test_dataset_defaults_sit_under_the_config_file_and_the_flags(tmp_path):
+    from training.config import DATASET_DEFAULTS, DEFAULTS
+
+    digits = DATASET_DEFAULTS["digits"]
+    assert digits["augment"] != DEFAULTS["augment"] and digits["epochs"] != DEFAULTS["epochs"]
+    config, _ = train_cli.resolve_config([])  # the default run is on digits: its own defaults apply
+    assert (config["augment"], config["epochs"]) == (digits["augment"], digits["epochs"])
+    config, _ = train_cli.resolve_config(["--dataset", "fashion_mnist"])  # another dataset keeps the general ones
+    assert (config["augment"], config["epochs"]) == (DEFAULTS["augment"], DEFAULTS["epochs"])
+    config, _ = train_cli.resolve_config(["--epochs", "5"])  # a flag wins over the dataset's default
+    assert (config["augment"], config["epochs"]) == (digits["augment"], 5)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"augment": "none"}))  # and so does a config file
+    config, _ = train_cli.resolve_config(["--config", str(path)])
+    assert (config["augment"], config["epochs"]) == ("none", digits["epochs"])
+    path.write_text(json.dumps({"dataset": "digits", "epochs": 3}))
+    config, _ = train_cli.resolve_config(["--config", str(path), "--augment", "crop"])
+    assert (config["augment"], config["epochs"]) == ("crop", 3)
+
+
 def test_folder_run_reports_skipped_files_and_predict_reads_the_export(tmp_path):
     data = write_digit_folder(tmp_path / "digits", n_per_class=10, classes=("3", "7"))
     (data / "3" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")

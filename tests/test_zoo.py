@@ -148,6 +148,19 @@ def test_lenet5_uses_table_one_at_its_own_width_and_full_connections_at_any_othe
         zoo.build("lenet5", width=0.5, connection_table=True)
 
 
+def test_lenet5_gives_small_images_a_margin_as_the_paper_gave_mnist():
+    model = zoo.build("lenet5", input_shape=(8, 8, 1), num_classes=10)
+    field = keras.Model(model.input, model.get_layer("pad_to_32").output)
+    image = np.ones((1, 8, 8, 1), "float32")
+    seen = keras.ops.convert_to_numpy(field(image))[0, ..., 0]
+    assert seen.shape == (32, 32)
+    np.testing.assert_allclose(seen[4:28, 4:28], 1.0, atol=1e-5)  # the digit, enlarged to 24x24
+    assert not seen[:4].any() and not seen[28:].any() and not seen[:, :4].any() and not seen[:, 28:].any()
+    # 24x24 to 32x32 inputs are only padded; 32x32 ones go straight in
+    assert "resize_to_24" not in [layer.name for layer in zoo.build("lenet5", input_shape=(28, 28, 1),
+                                                                     num_classes=10).layers]
+
+
 def test_mlp_does_not_take_a_depth():
     with pytest.raises(ValueError, match="'depth'"):
         zoo.build("mlp", depth=3)

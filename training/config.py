@@ -54,6 +54,20 @@ DEFAULTS = {
     "export_formats": [],
 }
 
+# Defaults that suit one dataset better than the general ones; a --config file or a flag still overrides them.
+# scikit-learn's digits, the default run: in 30 epochs LeNet-5 learned its 1,259 training images by heart
+# (training accuracy 1.000, validation 0.983).  Shifts of up to a tenth of the image and twice the epochs, still
+# under a minute on two cores, took test accuracy on seeds 0-2 from 0.9833 to 0.9898 (README, "Quick start").
+DATASET_DEFAULTS = {
+    "digits": {"augment": "translate", "epochs": 60},
+}
+
+
+def defaults_for(dataset: str) -> dict:
+    """``DEFAULTS`` with ``dataset``'s own defaults over them."""
+    return {**DEFAULTS, **DATASET_DEFAULTS.get(dataset, {})}
+
+
 MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width")
 
 
@@ -201,7 +215,7 @@ def _augmentation_flags(parser, D) -> None:
     aug = parser.add_argument_group("Augmentation (in the model graph, training only; never exported)")
     aug.add_argument("--augment", default=D["augment"],
                      help="none | light | standard | strong, or components joined by '+', e.g. "
-                          "'standard+erasing', 'light+mixup' (see augment.describe)")
+                          "'standard+erasing', 'light+mixup' (see augment.describe); default none, translate on digits")
     _bool_flag(aug, "flips", "allow mirroring (default: off for digits and mnist, on otherwise)")
     aug.add_argument("--tta", choices=TTA_MODES, default=D["tta"],
                      help="test-time augmentation when evaluating on the test split")
@@ -211,7 +225,7 @@ def _augmentation_flags(parser, D) -> None:
 
 def _optimization_flags(parser, D) -> None:
     opt = parser.add_argument_group("Optimization")
-    opt.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (early stopping may end sooner)")
+    opt.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (early stopping may end sooner); default 30, 60 on digits")
     opt.add_argument("--time-budget", type=float, default=D["time_budget"], metavar="MINUTES",
                      help="train for about this many minutes: the epochs (and so the schedule) are sized to them "
                           "from the measured speed of the first steps, in place of --epochs")
@@ -314,12 +328,18 @@ def resolve_config(argv, parser: argparse.ArgumentParser | None = None) -> tuple
     """Flags over config file over defaults; ``parser`` is ``build_parser()`` or a subcommand's extension of it."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    file_values = {}
     if args.config:
         file_values = read_json_object(args.config, "config file")
         unknown = sorted(set(file_values) - set(DEFAULTS))
         if unknown:
             raise UserError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
         parser.set_defaults(**file_values)
+        args = parser.parse_args(argv)
+    dataset_values = {key: value for key, value in DATASET_DEFAULTS.get(getattr(args, "dataset", None), {}).items()
+                      if key not in file_values}
+    if dataset_values:  # under the file's values and the flags
+        parser.set_defaults(**dataset_values)
         args = parser.parse_args(argv)
     config = {key: getattr(args, key, default) for key, default in DEFAULTS.items()}  # some keys have no flag
     if config["image_size"] is not None:

@@ -30,7 +30,7 @@ from serving.formats import export_formats
 from training import budget
 from training import diagnose as diagnosis
 from training import lock, mistakes, rundir
-from training.config import DEFAULTS, check_config, complete, default_run_name, model_label
+from training.config import DEFAULTS, check_config, complete, default_run_name, defaults_for, model_label
 from training.data import augmentation_for, check_data, class_weights, flips_for, load_data, pipelines, \
     training_arrays
 from training.distribute import agree_on_epochs, describe, is_chief, is_multi_worker, make_strategy, \
@@ -130,7 +130,7 @@ def size_to_budget(run: Run) -> None:
             warmup_epochs=phase.warmup_epochs))
         run.budget_scale = keras.Variable(budget.scale(run.budget), trainable=False, dtype="float32",
                                           name="budget_scale")
-    if config["epochs"] != DEFAULTS["epochs"]:
+    if config["epochs"] != defaults_for(config["dataset"])["epochs"]:
         run.log(f"Note: --time-budget decides the epochs; --epochs {config['epochs']} does not apply")
     phase.schedule_epochs = run.budget["epochs"]
     phase.epochs = budget.most_epochs(run.budget["epochs"])
