@@ -233,9 +233,12 @@ def test_every_zoo_familys_saved_model_unfreezes_weights_when_fine_tuning(tmp_pa
 def test_the_floor_keeps_the_more_accurate_and_breaks_ties_by_cross_entropy():
     assert transfer.choose((0.8, 0.9), (0.6, 0.1)) == "network"
     assert transfer.choose((0.6, 0.1), (0.8, 0.9)) == "probe"
-    assert transfer.choose((1.0, 0.5), (1.0, 0.3)) == "probe"  # a tie on a few validation images: calibration
+    assert transfer.choose((1.0, 0.5), (1.0, 0.3)) == "probe"  # a tie on enough validation images: calibration
     assert transfer.choose((1.0, 0.3), (1.0, 0.5)) == "network"
     assert transfer.choose((1.0, 0.3), (1.0, 0.3)) == "network"
+    # Too few validation images to rank them: a tie keeps the network, a more accurate probe still wins.
+    assert transfer.choose((1.0, 0.5), (1.0, 0.3), ties_by_loss=False) == "network"
+    assert transfer.choose((0.8, 0.1), (1.0, 0.9), ties_by_loss=False) == "probe"
     probabilities, labels = np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([0, 0])
     assert transfer.cross_entropy(probabilities, labels) == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 2)
     # With label smoothing it is Keras' own loss.

@@ -166,7 +166,8 @@ class TransferRecipe:
         network = {split: _scores(inference, *run.data.arrays[split], probabilities=given, label_smoothing=smoothing)
                    for split, given in (("val", None), ("test", test_probabilities))}
         probe_loss = start.loss("val", smoothing)
-        kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss))
+        kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss),
+                               ties_by_loss=len(run.data.arrays["val"][1]) >= SMALL_VALIDATION)
         run.log(f"Validation accuracy: network {network['val'][0]:.4f}, linear probe {start.accuracy('val'):.4f} "
                 f"(cross-entropy {network['val'][1]:.4f} and {probe_loss:.4f})")
         if kept == "probe":

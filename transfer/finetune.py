@@ -104,23 +104,27 @@ def cross_entropy(probabilities: np.ndarray, labels: np.ndarray, label_smoothing
     return float(-np.mean(np.sum(targets * np.log(np.clip(probabilities, 1e-12, 1.0)), axis=-1)))
 
 
-def choose(network: tuple, probe: tuple) -> str:
+def choose(network: tuple, probe: tuple, *, ties_by_loss: bool = True) -> str:
     """Which to keep, from (validation accuracy, validation cross-entropy) of each: "network" or "probe".
 
-    The higher accuracy wins.  A small folder's validation split holds a few
-    images, so the two often tie on accuracy; the tie goes to the lower
-    cross-entropy, measured the way the run measures its own validation loss
-    (against targets smoothed by its ``--label-smoothing``), and an exact tie
-    to the network.  Against hard labels an unsmoothed probe, confident by
-    construction, won nearly every tie: on bench/bench_transfer.py it kept the
-    probe where the network scored up to 9 points more on the test split.
+    The higher accuracy wins.  On a tie the network stays unless
+    ``ties_by_loss`` and the probe's cross-entropy is lower, measured the way
+    the run measures its own validation loss (against targets smoothed by its
+    ``--label-smoothing``): against hard labels an unsmoothed probe,
+    confident by construction, won nearly every tie.  The caller turns
+    ``ties_by_loss`` off when validation holds too few images to rank the
+    two: a fine-tuned network started from the probe and learned on from
+    there, so a tie is no evidence against it.  On bench/bench_transfer.py,
+    with one or two validation images a class, every switch to the probe
+    lost 4 to 9 points on the test split.
     """
     (network_accuracy, network_loss), (probe_accuracy, probe_loss) = network, probe
     if probe_accuracy is None or network_accuracy > probe_accuracy:
         return "network"
     if network_accuracy < probe_accuracy:
         return "probe"
-    return "probe" if None not in (network_loss, probe_loss) and probe_loss < network_loss else "network"
+    lower = ties_by_loss and None not in (network_loss, probe_loss) and probe_loss < network_loss
+    return "probe" if lower else "network"
 
 
 def unfreeze_top(backbone, policy: str) -> str:
