@@ -58,24 +58,21 @@ PUBLISHED = {
                 ("WRN40-4 8.9M params (mean/std, random crops + horizontal flips)", 0.967)],
 }
 
-# The project's recipe per family: what train.py flags would say.  SGD families follow
-# He et al. (momentum 0.9, weight decay 5e-4), with one-cycle instead of step decay so a
-# short run still ends at a small learning rate.
-COMMON = {"dataset": "fashion_mnist", "label_smoothing": 0.1, "schedule": "onecycle", "batch_size": 128,
-          "preprocessing": "standardize", "seed": 0}
-RECIPES = {
-    "alexnet_small": {"optimizer": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
-                      "epochs": 40},
-    "lenet5_modern": {"optimizer": "adam", "lr": 3e-3, "augment": "light", "batch_norm": True, "epochs": 40},
-    "inception_small": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
-                        "epochs": 40},
-    "resnet20": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
-                 "epochs": 40},
-    "resnet56": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
-                 "epochs": 40},
-    "wrn16_4": {"optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "augment": "standard",
-                "epochs": 40},
-}
+# The project's recipe per family, in the repository's recipes/fashion_mnist/<model>.json: the --config file a
+# user gives train.py to run the same thing (python train.py --config recipes/fashion_mnist/resnet20.json).  SGD
+# families follow He et al. (momentum 0.9, weight decay 5e-4), with one-cycle instead of step decay so a short run
+# still ends at a small learning rate.
+RECIPE_DIR = os.path.join(ROOT, "recipes", "fashion_mnist")
+FAMILIES = ("alexnet_small", "lenet5_modern", "inception_small", "resnet20", "resnet56", "wrn16_4")
+
+
+def read_recipe(name: str) -> dict:
+    """The flags of ``name``'s recipe file, the model and the dataset included."""
+    with open(os.path.join(RECIPE_DIR, f"{name}.json")) as f:
+        return json.load(f)
+
+
+RECIPES = {name: read_recipe(name) for name in FAMILIES}
 LABELS = {"alexnet_small": "AlexNet, small", "lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
           "resnet20": "ResNet-20", "resnet56": "ResNet-56", "wrn16_4": "Wide ResNet WRN-16-4"}
 # Quick: a smoke run of two families.  Fewer steps than this leave batch norm's moving
@@ -95,7 +92,7 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     from training.run import DEFAULTS, compile_model, load_data, prepare
 
     tf.get_logger().setLevel("ERROR")  # one predict function per family is expected, not a retracing problem
-    config = {**DEFAULTS, **COMMON, **RECIPES[name], "model": name, "epochs": epochs}
+    config = {**DEFAULTS, **RECIPES[name], "epochs": epochs}
     config["batch_size"] = batch_size or config["batch_size"]
     data = load_data(config)
     x_test, y_test = data.arrays["test"]
@@ -154,7 +151,7 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     keras.backend.clear_session()
     last = scorer.curve[-1]
     extra = {"minutes": minutes, "planned_epochs": planned} if minutes else {}
-    return {"model": name, "label": LABELS[name], "recipe": {k: config[k] for k in (*COMMON, *RECIPES[name])},
+    return {"model": name, "label": LABELS[name], "recipe": {k: config[k] for k in RECIPES[name] if k != "model"},
             **extra, "epochs": len(scorer.curve), "train_images": int(len(y_train)), "test_images": int(len(y_test)),
             "parameters": int(inference.count_params()), "test_accuracy": last["test_accuracy"],
             "train_seconds": last["seconds"],

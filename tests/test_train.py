@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -310,3 +311,29 @@ def test_workers_shards_are_disjoint_equal_and_reshuffled_every_epoch():
     whole = make_pipeline(images, labels, 3, batch_size=23, shuffle=True, seed=5)
     order = [int(v) for v in next(iter(whole))[0].numpy().ravel()]
     assert first[0] == order[0::2][:11] and second[0] == order[1::2][:11]
+
+
+RECIPE_FILES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "*.json")))
+
+
+@pytest.mark.parametrize("path", RECIPE_FILES, ids=os.path.basename)
+def test_every_recipe_file_is_a_config_the_run_accepts(path):
+    import zoo
+    from training.config import check_config, complete
+
+    config, _ = train_cli.resolve_config(["--config", path])
+    check_config(complete(config))  # every key known, every value in range
+    dataset = os.path.basename(os.path.dirname(path))
+    assert config["dataset"] == dataset and config["model"] == os.path.basename(path).removesuffix(".json")
+    zoo.get(config["model"])  # a model of the zoo
+    assert train_cli.resolve_config(["--config", path, "--epochs", "3"])[0]["epochs"] == 3
+
+
+def test_the_fashion_benchmark_runs_the_recipe_files():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import bench_fashion
+
+    assert len(RECIPE_FILES) >= len(bench_fashion.FAMILIES) == 6
+    for name, recipe in bench_fashion.RECIPES.items():
+        with open(os.path.join(ROOT, "recipes", "fashion_mnist", f"{name}.json")) as f:
+            assert json.load(f) == recipe
