@@ -5,6 +5,7 @@ the published results for the same families, and the time to reach 90/93/95%.
     .venv/bin/python bench/bench_fashion.py --full           # 54,000 training images, the real recipe (hours)
     .venv/bin/python bench/bench_fashion.py --full --models lenet5 resnet20 --epochs 15
     .venv/bin/python bench/bench_fashion.py --full --equal-time 5   # every family for 5 minutes of training
+    .venv/bin/python bench/bench_fashion.py --full --models lenet5_modern --set label_smoothing=0   # one change
 
 ``--equal-time MINUTES`` answers "which family, for the time I have?": each of
 the six families trains for the same wall-clock minutes, its epochs and
@@ -81,7 +82,7 @@ QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "
 
 
 def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, minutes=None,
-               log=print) -> dict:
+               changes=None, log=print) -> dict:
     import tempfile
 
     import keras
@@ -92,7 +93,8 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     from training.run import DEFAULTS, compile_model, load_data, prepare
 
     tf.get_logger().setLevel("ERROR")  # one predict function per family is expected, not a retracing problem
-    config = {**DEFAULTS, **RECIPES[name], "epochs": epochs}
+    changes = dict(changes or {})
+    config = {**DEFAULTS, **RECIPES[name], **changes, "epochs": epochs}
     config["batch_size"] = batch_size or config["batch_size"]
     data = load_data(config)
     x_test, y_test = data.arrays["test"]
@@ -151,7 +153,9 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     keras.backend.clear_session()
     last = scorer.curve[-1]
     extra = {"minutes": minutes, "planned_epochs": planned} if minutes else {}
-    return {"model": name, "label": LABELS[name], "recipe": {k: config[k] for k in RECIPES[name] if k != "model"},
+    label = LABELS[name] + "".join(f" [{key}={value}]" for key, value in changes.items())
+    recipe = {k: config[k] for k in (*RECIPES[name], *changes) if k != "model"}
+    return {"model": name, "label": label, "recipe": recipe, "changed": changes,
             **extra, "epochs": len(scorer.curve), "train_images": int(len(y_train)), "test_images": int(len(y_test)),
             "parameters": int(inference.count_params()), "test_accuracy": last["test_accuracy"],
             "train_seconds": last["seconds"],
@@ -173,6 +177,22 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_changes(items, parser) -> dict:
+    """--set KEY=VALUE pairs as a dict; the value is JSON, or a plain string when it is not."""
+    from training.config import DEFAULTS
+
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            parser.error(f"--set {item!r}: give KEY=VALUE with a key of train.py's config.json")
+        try:
+            changes[key] = json.loads(value)
+        except ValueError:
+            changes[key] = value
+    return changes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", choices=list(RECIPES),
@@ -180,6 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="override every family's epochs")
     parser.add_argument("--equal-time", type=float, metavar="MINUTES",
                         help="train every family for this many minutes instead of its epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one setting of every recipe (a JSON value, or else a string: label_smoothing=0, "
+                             "augment=none), to measure what it brings; the row is labelled with it")
     args, mode, out = parse_size("fashion", __doc__, argv, parser=parser,
                                  quick="4,000 training images, 2 epochs, LeNet-5 and ResNet-20",
                                  full="the whole training split, the recipe's epochs")
@@ -193,12 +216,13 @@ def main(argv=None) -> int:
         kept = [r for r in earlier["results"] if earlier.get("mode") == mode]
     except (OSError, ValueError, KeyError):
         kept = []
+    changes = parse_changes(args.set, parser)
     results = []
     for name in args.models or (list(RECIPES) if args.full else QUICK["models"]):
         epochs = args.epochs or (RECIPES[name]["epochs"] if args.full else QUICK["epochs"])
         limits = {} if args.full else {"train_limit": QUICK["train"], "test_limit": QUICK["test"],
                                        "batch_size": QUICK["batch_size"]}
-        results.append(run_family(name, epochs=epochs, minutes=args.equal_time, **limits))
+        results.append(run_family(name, epochs=epochs, minutes=args.equal_time, changes=changes, **limits))
         def key(r):
             return r["model"], json.dumps(r["recipe"], sort_keys=True)
 
