@@ -337,3 +337,17 @@ def test_the_fashion_benchmark_runs_the_recipe_files():
     for name, recipe in bench_fashion.RECIPES.items():
         with open(os.path.join(ROOT, "recipes", "fashion_mnist", f"{name}.json")) as f:
             assert json.load(f) == recipe
+
+
+def test_the_fashion_benchmark_changes_one_setting_of_a_recipe_by_name():
+    import argparse
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import bench_fashion
+
+    parser = argparse.ArgumentParser()
+    assert bench_fashion.parse_changes(["label_smoothing=0", "augment=none", "nesterov=false"], parser) == \
+        {"label_smoothing": 0, "augment": "none", "nesterov": False}
+    for bad in ("label_smoothing", "smoothing=0"):
+        with pytest.raises(SystemExit):
+            bench_fashion.parse_changes([bad], parser)
