@@ -64,7 +64,9 @@ PUBLISHED = {
 # families follow He et al. (momentum 0.9, weight decay 5e-4), with one-cycle instead of step decay so a short run
 # still ends at a small learning rate.
 RECIPE_DIR = os.path.join(ROOT, "recipes", "fashion_mnist")
-FAMILIES = ("alexnet_small", "lenet5_modern", "inception_small", "resnet20", "resnet56", "wrn16_4")
+LABELS = {"alexnet_small": "AlexNet, small", "lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
+          "resnet20": "ResNet-20", "resnet56": "ResNet-56", "wrn16_4": "Wide ResNet WRN-16-4"}
+FAMILIES = tuple(LABELS)
 
 
 def read_recipe(name: str) -> dict:
@@ -74,8 +76,6 @@ def read_recipe(name: str) -> dict:
 
 
 RECIPES = {name: read_recipe(name) for name in FAMILIES}
-LABELS = {"alexnet_small": "AlexNet, small", "lenet5_modern": "LeNet-5 (ReLU, max pooling)", "inception_small": "Inception, small",
-          "resnet20": "ResNet-20", "resnet56": "ResNet-56", "wrn16_4": "Wide ResNet WRN-16-4"}
 # Quick: a smoke run of two families.  Fewer steps than this leave batch norm's moving
 # averages unsettled, and the others cost minutes an epoch even on a subset.
 QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "epochs": 2, "batch_size": 64}

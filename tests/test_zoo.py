@@ -156,7 +156,7 @@ def test_lenet5_gives_small_images_a_margin_as_the_paper_gave_mnist():
     assert seen.shape == (32, 32)
     np.testing.assert_allclose(seen[4:28, 4:28], 1.0, atol=1e-5)  # the digit, enlarged to 24x24
     assert not seen[:4].any() and not seen[28:].any() and not seen[:, :4].any() and not seen[:, 28:].any()
-    # 24x24 to 32x32 inputs are only padded; 32x32 ones go straight in
+    # 24x24 to 32x32 inputs are only padded
     assert "resize_to_24" not in [layer.name for layer in zoo.build("lenet5", input_shape=(28, 28, 1),
                                                                      num_classes=10).layers]
 

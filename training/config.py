@@ -68,6 +68,12 @@ def defaults_for(dataset: str) -> dict:
     return {**DEFAULTS, **DATASET_DEFAULTS.get(dataset, {})}
 
 
+def _dataset_defaults_text(key: str) -> str:
+    """"digits: 60": the datasets with their own default for ``key``, for its flag's help (which shows the
+    general default after it)."""
+    return ", ".join(f"{dataset}: {values[key]}" for dataset, values in DATASET_DEFAULTS.items() if key in values)
+
+
 MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width")
 
 
@@ -215,7 +221,7 @@ def _augmentation_flags(parser, D) -> None:
     aug = parser.add_argument_group("Augmentation (in the model graph, training only; never exported)")
     aug.add_argument("--augment", default=D["augment"],
                      help="none | light | standard | strong, or components joined by '+', e.g. "
-                          "'standard+erasing', 'light+mixup' (see augment.describe); default none, translate on digits")
+                          f"'standard+erasing', 'light+mixup' (see augment.describe); {_dataset_defaults_text('augment')}")
     _bool_flag(aug, "flips", "allow mirroring (default: off for digits and mnist, on otherwise)")
     aug.add_argument("--tta", choices=TTA_MODES, default=D["tta"],
                      help="test-time augmentation when evaluating on the test split")
@@ -225,7 +231,7 @@ def _augmentation_flags(parser, D) -> None:
 
 def _optimization_flags(parser, D) -> None:
     opt = parser.add_argument_group("Optimization")
-    opt.add_argument("--epochs", type=int, default=D["epochs"], help="maximum epochs (early stopping may end sooner); default 30, 60 on digits")
+    opt.add_argument("--epochs", type=int, default=D["epochs"], help=f"maximum epochs (early stopping may end sooner); {_dataset_defaults_text('epochs')}")
     opt.add_argument("--time-budget", type=float, default=D["time_budget"], metavar="MINUTES",
                      help="train for about this many minutes: the epochs (and so the schedule) are sized to them "
                           "from the measured speed of the first steps, in place of --epochs")
@@ -336,10 +342,9 @@ def resolve_config(argv, parser: argparse.ArgumentParser | None = None) -> tuple
             raise UserError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
         parser.set_defaults(**file_values)
         args = parser.parse_args(argv)
-    dataset_values = {key: value for key, value in DATASET_DEFAULTS.get(getattr(args, "dataset", None), {}).items()
-                      if key not in file_values}
+    dataset_values = DATASET_DEFAULTS.get(getattr(args, "dataset", None))
     if dataset_values:  # under the file's values and the flags
-        parser.set_defaults(**dataset_values)
+        parser.set_defaults(**{**dataset_values, **file_values})
         args = parser.parse_args(argv)
     config = {key: getattr(args, key, default) for key, default in DEFAULTS.items()}  # some keys have no flag
     if config["image_size"] is not None:

@@ -155,6 +155,11 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
 SMALL_VALIDATION = 50
 
 
+def validation_ranks(labels) -> bool:
+    """Whether a validation split with these labels is large enough to rank epochs, or two models, by its scores."""
+    return len(labels) >= SMALL_VALIDATION
+
+
 def steps_per_epoch(samples: int, batch_size: int) -> int:
     return int(np.ceil(samples / batch_size))
 

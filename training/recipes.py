@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.model import assemble, network_of, preprocessing_layer
 from core.rows import predict
 from training.config import MODEL_OPTIONS, transfers
-from training.phases import SMALL_VALIDATION, Phase, passes_for
+from training.phases import Phase, passes_for, validation_ranks
 from training.pipeline import make_pipeline
 
 
@@ -123,7 +123,7 @@ class TransferRecipe:
             # last epoch is its result, and the probe floor (``finish``) still guards the kept model.
             plan.append(Phase("finetune", config["finetune_epochs"], lr, prepare=self._unfreeze(config),
                               warmup_epochs=transfer.FINETUNE_WARMUP * config["finetune_epochs"],
-                              keep_last=len(run.data.arrays["val"][1]) < SMALL_VALIDATION))
+                              keep_last=not validation_ranks(run.data.arrays["val"][1])))
         for phase in plan:
             phase.passes = passes_for(phase.epochs, run.steps, config["min_phase_steps"])
         return plan
@@ -167,7 +167,7 @@ class TransferRecipe:
                    for split, given in (("val", None), ("test", test_probabilities))}
         probe_loss = start.loss("val", smoothing)
         kept = transfer.choose(network["val"], (start.accuracy("val"), probe_loss),
-                               ties_by_loss=len(run.data.arrays["val"][1]) >= SMALL_VALIDATION)
+                               ties_by_loss=validation_ranks(run.data.arrays["val"][1]))
         run.log(f"Validation accuracy: network {network['val'][0]:.4f}, linear probe {start.accuracy('val'):.4f} "
                 f"(cross-entropy {network['val'][1]:.4f} and {probe_loss:.4f})")
         if kept == "probe":

@@ -132,7 +132,7 @@ SMALL_INPUT_SIZE = 24
 def _to_32(x, height, width):
     if height == width == 32:
         return x
-    if height < 24 or width < 24:
+    if height < SMALL_INPUT_SIZE or width < SMALL_INPUT_SIZE:
         x = layers.Resizing(SMALL_INPUT_SIZE, SMALL_INPUT_SIZE, name="resize_to_24")(x)
         height = width = SMALL_INPUT_SIZE
     if height <= 32 and width <= 32:
