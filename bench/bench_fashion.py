@@ -110,8 +110,9 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
     # The run's own preparation (seed, model, augmentation, pipelines); the benchmark keeps its own loop, which
-    # scores the test split after every epoch without checkpoints.
-    run = prepare(config, log=lambda *_: None, run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
+    # scores the test split after every epoch without checkpoints, and plans a time budget itself (below).
+    run = prepare({**config, "time_budget": None}, log=lambda *_: None,
+                  run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
     model, train_ds, y_train = run.model, run.train_ds, run.labels
     planned = scale = None
     if minutes:  # equal time: epochs planned from timed steps, the schedule's clock rescaled after each epoch
