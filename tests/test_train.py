@@ -325,7 +325,8 @@ def test_every_recipe_file_is_a_config_the_run_accepts(path):
     check_config(complete(config))  # every key known, every value in range
     dataset = os.path.basename(os.path.dirname(path))
     # <model>.json, or <model>-<what>.json for another recipe of the same model
-    assert config["dataset"] == dataset and config["model"] == os.path.basename(path).partition("-")[0].removesuffix(".json")
+    assert config["dataset"] == dataset
+    assert config["model"] == _bench_fashion().family_of(os.path.basename(path).removesuffix(".json"))
     zoo.get(config["model"])  # a model of the zoo
     assert train_cli.resolve_config(["--config", path, "--epochs", "3"])[0]["epochs"] == 3
 
@@ -341,8 +342,9 @@ def test_the_fashion_benchmark_runs_a_recipe_file_for_each_family_and_each_file(
     fashion = {os.path.basename(path).removesuffix(".json") for path in RECIPE_FILES
                if os.path.basename(os.path.dirname(path)) == "fashion_mnist"}
     assert fashion == set(_bench_fashion().FAMILIES)
-    families = {name for name in fashion if "-" not in name}
-    assert len(families) == 6 and all(name.partition("-")[0] in families for name in fashion)
+    families = {name for name in fashion if _bench_fashion().family_of(name) == name}
+    assert len(families) == 6 and all(_bench_fashion().family_of(name) in families for name in fashion)
+    assert set(_bench_fashion().PUBLISHED) == families  # a family's published rows serve each of its recipes
 
 
 def test_the_fashion_benchmark_changes_one_setting_of_a_recipe_by_name():
