@@ -357,3 +357,19 @@ def test_the_fashion_benchmark_changes_one_setting_of_a_recipe_by_name():
     for bad in ("label_smoothing", "smoothing=0"):
         with pytest.raises(SystemExit):
             bench_fashion.parse_changes([bad], parser)
+
+
+def test_a_benchmark_records_which_cpu_it_ran_on_beyond_its_marketing_name(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\ncpu family\t: 6\nmodel\t\t: 143\n"
+                       "stepping\t: 8\nflags\t\t: fpu avx2 avx512f amx_tile\n\nprocessor\t: 1\nmodel\t\t: 99\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo"
+                                                                         else path, *a, **k))
+    assert machine.cpu_model() == "Intel(R) Xeon(R) Processor"
+    # The first processor's fields only, and the features in CPU_FEATURES' order.
+    assert machine.cpu_id() == {"family": "6", "model": "143", "stepping": "8",
+                                "features": ["avx2", "avx512f", "amx_tile"]}
