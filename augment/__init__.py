@@ -19,6 +19,7 @@ what each named policy contains.
 from augment.batch import BATCH_OPS, cutmix, mixer, mixup
 from augment.layers import (
     Cutout,
+    ElasticDistortion,
     PCAColorJitter,
     PixelNoise,
     RandomCropWithPadding,
@@ -38,6 +39,7 @@ __all__ = [
     "COMPONENTS",
     "POLICIES",
     "Cutout",
+    "ElasticDistortion",
     "PCAColorJitter",
     "PixelNoise",
     "RandAugment",

@@ -19,13 +19,14 @@ strong      standard + RandAugment (N=2, M=9; M=5 below 16 px) + random
 
 Components (``describe(spec, input_shape=...)`` prints the exact settings):
 crop (pad side/8 with zeros, random window), flip (left-right), translate
-(10%), rotate (10 degrees), zoom (10%), randaugment, brightness (20%),
+(10%), rotate (10 degrees), zoom (10%), elastic (Simard et al. 2003's
+distortion, scaled from its 28x28 setting), randaugment, brightness (20%),
 contrast (20%), saturation (40%), hue (0.05), pca (AlexNet lighting; colour
 only like saturation and hue), noise (std 8), erasing, cutout (side/2 grey
 square); batch level: mixup, cutmix.
 
 Components are applied in one fixed order whatever order the spec names
-them in: geometry (crop, flip, translate, rotate, zoom), RandAugment, colour,
+them in: geometry (crop, flip, translate, rotate, zoom, elastic), RandAugment, colour,
 noise, then erasing/cutout, so erased boxes stay rectangles.  A component
 named twice keeps its strongest setting ("light+standard" crops like
 standard).  ``flips=False`` drops mirroring everywhere (digits and text must
@@ -45,6 +46,7 @@ import keras
 from augment.batch import BATCH_OPS
 from augment.layers import (
     Cutout,
+    ElasticDistortion,
     PCAColorJitter,
     PixelNoise,
     RandomCropWithPadding,
@@ -142,6 +144,13 @@ def _zoom(s, strength, seed):
     return (f"zoom in or out up to {share:.0%}", lambda: keras.layers.RandomZoom(share, seed=seed, name="zoom"))
 
 
+def _elastic(s, strength, seed):
+    # Simard et al.'s MNIST setting (sigma 4 on 28x28, pixels moved by about 1.4) scaled to the image's side.
+    sigma, magnitude = s.side * 4.0 / 28.0, s.side * 0.05 * strength
+    return (f"elastic distortion: field smoothed over {sigma:.2g} px, pixels moved by {magnitude:.2g} px (std)",
+            lambda: ElasticDistortion(sigma, magnitude, seed=seed, name="elastic"))
+
+
 def _randaugment(s, strength, seed):
     magnitude = min(10.0, s.magnitude * strength)
     return (f"RandAugment: 2 of 14 ops per image at magnitude {magnitude:g}/10",
@@ -211,6 +220,7 @@ COMPONENTS: dict[str, Callable] = {
     "translate": _translate,
     "rotate": _rotate,
     "zoom": _zoom,
+    "elastic": _elastic,
     "randaugment": _randaugment,
     "brightness": _brightness,
     "contrast": _contrast,

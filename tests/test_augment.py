@@ -40,6 +40,7 @@ def our_layers():
         "crop_reflect": lambda: augment.RandomCropWithPadding(2, fill_mode="reflect", seed=1),
         "erasing": lambda: augment.RandomErasing(probability=1.0, seed=1),
         "cutout": lambda: augment.Cutout(4, seed=1),
+        "elastic": lambda: augment.ElasticDistortion(sigma=1.2, magnitude=0.8, seed=1),
         "pca": lambda: augment.PCAColorJitter(std=0.5, seed=1),
         "noise": lambda: augment.PixelNoise(8.0, seed=1),
         "saturation": lambda: augment.RandomSaturation(0.5, seed=1),
@@ -124,6 +125,23 @@ def test_crop_is_a_window_of_the_padded_image(digits):
         assert matches, "crop is not a window of the padded image"
         offsets.add(matches[0])
     assert len(offsets) > 3  # offsets differ per image
+
+
+def test_elastic_distortion_moves_pixels_by_its_magnitude_and_keeps_flat_images_flat():
+    # A horizontal ramp: each pixel's value is its column, so the change at a pixel is its column displacement.
+    ramp = np.tile(np.arange(28, dtype=np.float32), (64, 28, 1))[..., None]
+    for magnitude in (0.5, 1.4):
+        moved = np.asarray(augment.ElasticDistortion(sigma=4.0, magnitude=magnitude, seed=2)(ramp, training=True))
+        inner = (moved - ramp)[:, 6:-6, 6:-6]  # away from the edges, where displacements are clipped
+        assert abs(inner.std() / magnitude - 1) < 0.15, (magnitude, inner.std())
+        # Smoothed: neighbours move together (a field of independent noise would differ as much as it varies).
+        assert np.abs(np.diff(inner, axis=2)).mean() < 0.3 * inner.std()
+    flat = np.full((4, 8, 8, 1), 100.0, np.float32)
+    np.testing.assert_allclose(np.asarray(augment.ElasticDistortion(1.0, 2.0, seed=0)(flat, training=True)), flat,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(augment.ElasticDistortion(1.0, 0.0, seed=0)(ramp, training=True)), ramp)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        augment.ElasticDistortion(sigma=0)
 
 
 def test_erasing_and_cutout_fill_one_rectangle(digits):
@@ -265,6 +283,10 @@ def test_policy_parameters_scale_with_image_size():
     assert [padding("standard", s) for s in [(32, 32, 3), (28, 28, 1), (8, 8, 1)]] == [4, 3, 1]
     assert [padding("light", s) for s in [(32, 32, 3), (8, 8, 1)]] == [2, 1]
     assert padding("light+standard", (32, 32, 3)) == 4  # the stronger setting wins
+    # Elastic distortion: Simard et al.'s 28x28 setting (sigma 4, about 1.4 px), scaled to the side.
+    elastic = [augment.policy("elastic", input_shape=s).get_layer("elastic") for s in [(28, 28, 1), (8, 8, 1)]]
+    assert [value for layer in elastic for value in (layer.sigma, layer.magnitude)] == \
+        pytest.approx([4.0, 1.4, 8 * 4 / 28, 0.4])
 
 
 def test_none_policy_and_batch_only_specs_give_no_layer():
