@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The choices are written out, not imported: importing augment or serving loads Keras, and --help should not
 # wait for it.  tests/test_serving.py checks they match augment.tta.MODES and serving.formats.FORMATS.
-TTA_MODES = ("none", "flip", "ten_crop")
+TTA_MODES = ("none", "flip", "ten_crop", "shift")
 FORMATS = ("tflite", "tflite_fp16", "tflite_int8", "onnx")
 
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the export's formats/ file of this format instead of the SavedModel: "
                              f"{', '.join(FORMATS)} (see python train.py export)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
-                        help="average over mirrored views or AlexNet's ten crops (mirroring only when the "
-                             "model was trained with flips)")
+                        help="average over mirrored views, AlexNet's ten crops, or one-pixel shifts (mirroring "
+                             "only when the model was trained with flips)")
     return parser
 
 

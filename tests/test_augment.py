@@ -371,14 +371,27 @@ def test_pca_decomposition_survives_saving(rgb, tmp_path):
     np.testing.assert_allclose(loaded.eigenvalues, values, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode, count", [("none", 1), ("flip", 2), ("ten_crop", 10)])
+@pytest.mark.parametrize("mode, count", [("none", 1), ("flip", 2), ("ten_crop", 10), ("shift", 10)])
 def test_tta_views(mode, count, digits):
     images, _ = digits
     assert len(augment.tta.views(images, mode)) == count
     assert len(augment.tta.views(images, mode, flips=False)) == max(1, count // 2)
 
 
-@pytest.mark.parametrize("mode", ["none", "flip", "ten_crop"])
+def test_tta_shift_views_are_the_image_moved_by_one_pixel_diagonally(digits):
+    images, _ = digits
+    shifted = augment.tta.views(images, "shift", flips=False)
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = [padded[:, top:top + 8, left:left + 8] for top, left in [(0, 0), (0, 2), (2, 0), (2, 2)]]
+    for view, want in zip(shifted, expected + [images]):  # four diagonal shifts, then the image itself
+        np.testing.assert_array_equal(view, want)
+    # ten_crop keeps side/8 (3 px on 28x28); shift is one pixel whatever the size.
+    big = np.random.default_rng(0).uniform(0, 255, (2, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_array_equal(augment.tta.views(big, "shift")[0][:, 1:, 1:], big[:, :-1, :-1])
+    np.testing.assert_array_equal(augment.tta.views(big, "ten_crop")[0][:, 3:, 3:], big[:, :-3, :-3])
+
+
+@pytest.mark.parametrize("mode", ["none", "flip", "ten_crop", "shift"])
 def test_tta_returns_probabilities(classifier, digits, mode):
     images, _ = digits
     probabilities = augment.predict_tta(classifier, images, mode=mode, batch_size=16)
