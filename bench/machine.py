@@ -62,6 +62,7 @@ def machine_info() -> dict:
     import keras
     import tensorflow as tf
 
-    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    return {"cpu": cpu_model(), "cpu_id": cpu_id(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()}
