@@ -82,6 +82,17 @@ def _static_size(images):
     return int(height), int(width)
 
 
+def _take_pixels(images, rows, cols, height: int, width: int):
+    """(B, height, width, C): pixel ``(rows[b, i, j], cols[b, i, j])`` of image ``b``, for int32 indices that
+    broadcast to (B, height, width).  Flat indices into the whole batch: one gather for all images."""
+    image_height, image_width, channels = images.shape[1], images.shape[2], images.shape[-1]
+    batch = ops.shape(images)[0]
+    first = ops.arange(batch, dtype="int32")[:, None, None] * image_height
+    index = (first + rows) * image_width + cols
+    pixels = ops.take(ops.reshape(images, (-1, channels)), ops.reshape(index, (-1,)), axis=0)
+    return ops.reshape(pixels, (batch, height, width, channels))
+
+
 def _box_mask(top, left, box_height, box_width, height, width):
     """(B, H, W, 1) booleans, True inside each image's box.
 
@@ -126,22 +137,16 @@ class RandomCropWithPadding(RandomImageLayer):
         if self.padding == 0:
             return images
         height, width = _static_size(images)
-        shape = ops.shape(images)
-        batch, channels = shape[0], images.shape[-1]
         p = self.padding
         pad_width = [[0, 0], [p, p], [p, p], [0, 0]]
         if self.fill_mode == "constant":
             padded = ops.pad(images, pad_width, constant_values=self.fill_value)
         else:
             padded = ops.pad(images, pad_width, mode=self.fill_mode)
-        offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.generator, dtype="int32")
+        offsets = keras.random.randint((ops.shape(images)[0], 2), 0, 2 * p + 1, seed=self.generator, dtype="int32")
         rows = offsets[:, :1] + ops.arange(height, dtype="int32")[None, :]
         cols = offsets[:, 1:] + ops.arange(width, dtype="int32")[None, :]
-        # Flat pixel indices into the padded batch: one gather for all images.
-        first = ops.arange(batch, dtype="int32")[:, None, None] * (height + 2 * p)
-        index = (first + rows[:, :, None]) * (width + 2 * p) + cols[:, None, :]
-        pixels = ops.take(ops.reshape(padded, (-1, channels)), ops.reshape(index, (-1,)), axis=0)
-        return ops.reshape(pixels, (batch, height, width, channels))
+        return _take_pixels(padded, rows[:, :, None], cols[:, None, :], height, width)
 
     def get_config(self):
         return {**super().get_config(), "padding": self.padding, "fill_mode": self.fill_mode,
@@ -447,8 +452,7 @@ class ElasticDistortion(RandomImageLayer):
 
     def augment(self, images):
         height, width = _static_size(images)
-        shape = ops.shape(images)
-        batch, channels = shape[0], images.shape[-1]
+        batch = ops.shape(images)[0]
         kernel = gaussian_kernel(self.sigma)
         # Uniform noise in [-1, 1] (variance 1/3) smoothed by the separable kernel has a standard deviation of
         # sqrt(1/3) * sum(kernel^2) (the 2-D kernel's sum of squares is the 1-D one's, squared): scale it to
@@ -464,12 +468,9 @@ class ElasticDistortion(RandomImageLayer):
         down, right = (rows - top)[..., None], (cols - left)[..., None]
         top, left = ops.cast(top, "int32"), ops.cast(left, "int32")
         bottom, far = ops.minimum(top + 1, height - 1), ops.minimum(left + 1, width - 1)
-        flat = ops.reshape(images, (-1, channels))
-        first = ops.arange(batch, dtype="int32")[:, None, None] * height
 
-        def pixels(r, c):  # (B, H, W, C): the pixel at (r, c) of each image, one gather for the batch
-            return ops.reshape(ops.take(flat, ops.reshape((first + r) * width + c, (-1,)), axis=0),
-                               (batch, height, width, channels))
+        def pixels(r, c):
+            return _take_pixels(images, r, c, height, width)
 
         upper = pixels(top, left) * (1 - right) + pixels(top, far) * right
         lower = pixels(bottom, left) * (1 - right) + pixels(bottom, far) * right
