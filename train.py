@@ -5,6 +5,7 @@
     python train.py --dataset folder:photos --image-size 64 64
     python train.py --list-models | --list-datasets
     python train.py search --help                     # subcommands: see SUBCOMMANDS
+    python train.py serve                             # TF Serving's REST and gRPC APIs over saved_models/
 
 The flags, their defaults and how a ``--config`` file joins them live in
 ``training.config``; the run itself in ``training.run``.  This file only
@@ -46,9 +47,15 @@ def _export(argv):
     return main(argv)
 
 
-# "python train.py NAME ...": each takes the training flags (training.config.resolve_config) plus its own group.
+def _serve(argv):
+    from server.command import main
+    return main(argv)
+
+
+# "python train.py NAME ...": each takes the training flags (training.config.resolve_config) plus its own group;
+# serve takes only its own (server.command).
 SUBCOMMANDS = {"search": _search, "find-lr": _find_lr, "compare": _compare, "ensemble": _ensemble,
-               "export": _export}
+               "export": _export, "serve": _serve}
 
 
 def build_parser():

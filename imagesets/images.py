@@ -53,15 +53,24 @@ def max_pixels() -> int:
     return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
-def _open_checked(path):
-    """Opens ``path`` reading only its header, refusing empty files and decompression bombs."""
-    if os.path.getsize(path) == 0:
+def _byte_count(source) -> int:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source)
+    position = source.seek(0, os.SEEK_END)
+    source.seek(0)
+    return position
+
+
+def _open_checked(source):
+    """Opens ``source`` (a path, or a binary file such as an upload) reading only its header, refusing empty
+    files and decompression bombs."""
+    if _byte_count(source) == 0:
         raise NotAnImage("empty file (0 bytes)")
     with warnings.catch_warnings():
         # PIL only warns between 1x and 2x its limit; the explicit check below refuses those too.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(source)
         except Image.DecompressionBombError as error:
             raise NotAnImage(f"too many pixels, refused from its header ({error})".splitlines()[0]) from None
         except UnidentifiedImageError:
@@ -99,10 +108,11 @@ def _draft_jpeg(image: Image.Image, size: tuple[int, int], channels: int) -> Non
         image.draft("L" if channels == 1 else None, (width, height))
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+def load_image(path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Reads one image file into a uint8 array of shape (H, W, channels).
 
-    The content decides, not the extension.  Animated images give their first
+    ``path`` is a file's path or an open binary file (the model server passes uploads as ``io.BytesIO``,
+    so an uploaded image is converted exactly as a file on disk).  The content decides, not the extension.  Animated images give their first
     frame; EXIF orientation is applied; ``size`` is (height, width), or None
     to keep the file's size.  A JPEG at least twice ``size`` in both sides is
     decoded at a reduced scale first (see ``_draft_jpeg``).  Images over

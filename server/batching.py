@@ -1,0 +1,175 @@
+"""Dynamic batching: concurrent requests to one model merged into one call, then split back.
+
+TF Serving's ``--enable_batching`` in miniature.  One worker thread per model version takes the first
+waiting request, waits up to ``timeout_s`` for others until ``max_batch_size`` rows are gathered, runs the
+model once on all of them and hands each caller its own rows.  While a batch runs, the next one gathers,
+so under load batches fill without waiting at all.  A caller gets a ``concurrent.futures.Future`` (wrap it
+with ``asyncio.wrap_future`` in a server).  ``Unbatched`` has the same interface and runs every request on
+its own, for ``--no-batching``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import queue
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from server.errors import ServingError
+
+Outputs = dict[str, np.ndarray]
+_STOP = object()
+
+
+@dataclasses.dataclass
+class _Task:
+    rows: np.ndarray
+    future: concurrent.futures.Future
+
+
+def split_outputs(outputs: Outputs, sizes: list[int]) -> list[Outputs]:
+    """The merged call's outputs cut back into one dict per request, in order."""
+    offsets = np.cumsum([0, *sizes])
+    return [{name: value[start:end] for name, value in outputs.items()}
+            for start, end in zip(offsets[:-1], offsets[1:])]
+
+
+class Batcher:
+    """Merges the rows of concurrent ``submit`` calls into calls of ``run`` of at most ``max_batch_size`` rows.
+
+    Args:
+        run: the model: a (N, ...) array in, a dict of (N, ...) arrays out.
+        max_batch_size: rows in one merged call (a single larger request runs on its own).
+        timeout_s: how long the first request of a batch waits for others.
+        max_queued_rows: rows allowed to wait; past it ``submit`` refuses with UNAVAILABLE.
+        on_batch: called with each merged call's row count (metrics).
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], Outputs], *, max_batch_size: int, timeout_s: float,
+                 max_queued_rows: int, on_batch: Callable[[int], None] | None = None, name: str = "model"):
+        self._run, self._max, self._timeout = run, max_batch_size, timeout_s
+        self._max_queued, self._on_batch, self._name = max_queued_rows, on_batch, name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued_rows = 0
+        self._closed = False
+        self._carry: _Task | None = None
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: np.ndarray) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                # The version was unloaded between the request finding it and submitting: run it anyway,
+                # so a swap never fails a request.
+                threading.Thread(target=self._run_alone, args=(_Task(rows, future),), daemon=True).start()
+                return future
+            if self._queued_rows and self._queued_rows + len(rows) > self._max_queued:  # a big one alone may wait
+                raise ServingError("UNAVAILABLE", f"The batching queue of {self._name} is full "
+                                                  f"({self._queued_rows} rows waiting); retry shortly")
+            self._queued_rows += len(rows)
+            self._queue.put(_Task(rows, future))
+        return future
+
+    def close(self) -> None:
+        """Runs what is queued, then stops the worker thread."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # --- the worker thread ---------------------------------------------------------------------------
+
+    def _next(self, timeout: float | None):
+        if self._carry is not None:
+            task, self._carry = self._carry, None
+            return task
+        try:
+            return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _gather(self, first: _Task) -> tuple[list[_Task], bool]:
+        tasks, rows, stop = [first], len(first.rows), False
+        deadline = time.monotonic() + self._timeout
+        while rows < self._max:
+            task = self._next(deadline - time.monotonic())
+            if task is None:
+                break
+            if task is _STOP:
+                stop = True
+                break
+            if rows + len(task.rows) > self._max:
+                self._carry = task  # starts the next batch
+                break
+            tasks.append(task)
+            rows += len(task.rows)
+        return tasks, stop
+
+    def _work(self) -> None:
+        stop = False
+        while not stop or self._carry is not None:
+            first = self._next(None)
+            if first is _STOP:
+                stop = True
+                continue
+            tasks, stopped = self._gather(first)
+            stop = stop or stopped
+            self._run_batch(tasks)
+
+    def _run_batch(self, tasks: list[_Task]) -> None:
+        with self._lock:
+            self._queued_rows -= sum(len(t.rows) for t in tasks)
+        tasks = [t for t in tasks if t.future.set_running_or_notify_cancel()]
+        if not tasks:
+            return
+        try:
+            rows = tasks[0].rows if len(tasks) == 1 else np.concatenate([t.rows for t in tasks])
+            outputs = self._run(rows)
+            if self._on_batch:
+                self._on_batch(len(rows))
+        except BaseException as error:  # every waiting caller hears of it; the worker lives on
+            for task in tasks:
+                task.future.set_exception(error)
+            return
+        for task, part in zip(tasks, split_outputs(outputs, [len(t.rows) for t in tasks])):
+            task.future.set_result(part)
+
+    def _run_alone(self, task: _Task) -> None:
+        if not task.future.set_running_or_notify_cancel():
+            return
+        try:
+            task.future.set_result(self._run(task.rows))
+        except BaseException as error:
+            task.future.set_exception(error)
+
+
+class Unbatched:
+    """``--no-batching``: each request is its own call, on a shared pool of threads."""
+
+    def __init__(self, run: Callable[[np.ndarray], Outputs], *, executor: concurrent.futures.Executor,
+                 on_batch: Callable[[int], None] | None = None):
+        self._run, self._executor, self._on_batch = run, executor, on_batch
+
+    def _call(self, rows: np.ndarray) -> Outputs:
+        outputs = self._run(rows)
+        if self._on_batch:
+            self._on_batch(len(rows))
+        return outputs
+
+    def submit(self, rows: np.ndarray) -> concurrent.futures.Future:
+        return self._executor.submit(self._call, rows)
+
+    def close(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass

@@ -1,0 +1,182 @@
+"""``python train.py serve``: every export under the base folder on TF Serving's REST and gRPC ports.
+
+    python train.py serve                                   # saved_models/, REST :8501, gRPC :8500
+    python train.py serve saved_models/lenet5-digits --rest-port 9001 --grpc-port 9000 --versions all
+
+Start-up: find the models, load the wanted version(s) of each, print one summary, then serve until
+SIGTERM or Ctrl-C, which stop taking new requests and let those in flight finish (``--shutdown-grace``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import dataclasses
+import signal
+import socket
+import sys
+
+from core.errors import UserError
+from server.settings import DEFAULTS, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    parser = argparse.ArgumentParser(
+        prog="train.py serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Serve exports with TF Serving's REST and gRPC APIs, batched and hot-swapped, with a page "
+                    "to drop an image on at http://HOST:REST_PORT/.")
+    parser.add_argument("bases", nargs="*", default=["saved_models"], metavar="MODEL_BASE",
+                        help="a model folder (saved_models/NAME) or a folder of them; new versions are picked up")
+    net = parser.add_argument_group("Network")
+    net.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 puts it on the network)")
+    net.add_argument("--rest-port", type=int, default=d.rest_port, help="REST API port (TF Serving's 8501)")
+    net.add_argument("--grpc-port", type=int, default=d.grpc_port, help="gRPC API port (TF Serving's 8500)")
+    models = parser.add_argument_group("Models")
+    models.add_argument("--versions", default=d.versions, help="latest, all, or version numbers such as 1,3")
+    models.add_argument("--poll-seconds", type=float, default=d.poll_seconds,
+                        help="how often the folders are looked at for new versions")
+    batching = parser.add_argument_group("Batching")
+    batching.add_argument("--batching", action=argparse.BooleanOptionalAction, default=d.batching,
+                          help="merge concurrent requests to a model into one call (TF Serving's --enable_batching)")
+    batching.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="rows in one merged call")
+    batching.add_argument("--batch-timeout-ms", type=float, default=d.batch_timeout_ms,
+                          help="how long a batch's first request waits for others")
+    batching.add_argument("--max-enqueued-batches", type=int, default=d.max_enqueued_batches,
+                          help="batches allowed to wait; more requests are refused with 503")
+    limits = parser.add_argument_group("Limits")
+    limits.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
+                        help="largest request body (REST) or message (gRPC)")
+    limits.add_argument("--max-instances", type=int, default=d.max_instances, help="images in one :predict")
+    limits.add_argument("--max-images", type=int, default=d.max_images, help="files in one :classify upload")
+    limits.add_argument("--request-timeout", type=float, default=d.request_timeout_s,
+                        help="seconds before a request is answered 504 / DEADLINE_EXCEEDED")
+    limits.add_argument("--shutdown-grace", type=float, default=d.shutdown_grace_s,
+                        help="seconds in-flight requests get to finish after SIGTERM")
+    return parser
+
+
+def settings_from(args) -> Settings:
+    positive = {"--max-batch-size": args.max_batch_size, "--max-enqueued-batches": args.max_enqueued_batches,
+                "--max-instances": args.max_instances, "--max-images": args.max_images,
+                "--max-body-mb": args.max_body_mb, "--request-timeout": args.request_timeout,
+                "--poll-seconds": args.poll_seconds}
+    for flag, value in positive.items():
+        if not value > 0:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.batch_timeout_ms < 0 or args.shutdown_grace < 0:
+        raise UserError("--batch-timeout-ms and --shutdown-grace cannot be negative")
+    for flag, port in (("--rest-port", args.rest_port), ("--grpc-port", args.grpc_port)):
+        if not 0 <= port <= 65535:
+            raise UserError(f"{flag} {port} is not a port number (0-65535)")
+    return dataclasses.replace(
+        DEFAULTS, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port, versions=args.versions,
+        poll_seconds=args.poll_seconds, batching=args.batching, max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms, max_enqueued_batches=args.max_enqueued_batches,
+        max_body_bytes=int(args.max_body_mb * 2**20), max_instances=args.max_instances, max_images=args.max_images,
+        request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace)
+
+
+def bind(host: str, port: int, flag: str) -> socket.socket:
+    """The REST socket, bound before anything loads, so a taken port is one clear line at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off only on sockets that say they are TCP,
+    # and with it on, a keep-alive response written in two parts waits 40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UserError(f"Cannot listen on {host}:{port} ({error.strerror}); pick another port with {flag}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def summary(manager, settings: Settings, rest_port: int, grpc_port: int) -> list[str]:
+    lines = []
+    for name, model in sorted(manager.models.items()):
+        for status in model.statuses():
+            servable = status.servable
+            shape = "x".join(map(str, servable.input_shape)) if servable else "-"
+            detail = f"input {shape}, {len(servable.class_names)} classes" if servable else status.error
+            lines.append(f"  {name} version {status.version}: {status.state} ({detail})")
+    batching = (f"on (up to {settings.max_batch_size} rows, {settings.batch_timeout_ms:g} ms)" if settings.batching
+                else "off")
+    return [f"Serving {len(manager.models)} model(s) from {', '.join(manager.bases)} (versions: {settings.versions}):",
+            *lines,
+            f"REST  http://{settings.host}:{rest_port}/v1/models/NAME   page http://{settings.host}:{rest_port}/",
+            f"gRPC  {settings.host}:{grpc_port}   batching {batching}",
+            f"Limits: body {settings.max_body_bytes / 2**20:g} MiB, {settings.max_instances} instances, "
+            f"{settings.max_images} images a request, {settings.request_timeout_s:g} s timeout. Ctrl-C or SIGTERM stops."]
+
+
+async def serve(settings: Settings, bases: list[str]) -> None:
+    import uvicorn
+
+    from server.grpc_api import build_server
+    from server.metrics import Metrics
+    from server.models import Manager, parse_policy
+    from server.rest import build_app
+    from server.servable import loader
+    from server.service import Service
+
+    policy = parse_policy(settings.versions)
+    rest_socket = bind(settings.host, settings.rest_port, "--rest-port")
+    metrics = Metrics()
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
+
+    def on_change(name, version, state, error):
+        if name != "*":
+            metrics.version_state(name, version, state)
+        if error or state in ("AVAILABLE", "END") and name != "*":
+            print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
+                  flush=True)
+
+    manager = Manager(bases, policy, loader(settings, executor, on_batch=metrics.batch), on_change)
+    manager.poll()
+    if not manager.models:
+        raise UserError(f"No exports found under {', '.join(bases)}; train one first (python train.py) or name a "
+                        "model folder such as saved_models/lenet5-digits")
+    service = Service(manager, settings)
+    grpc_server = build_server(service, metrics, settings.max_body_bytes)
+    try:
+        grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    except RuntimeError:
+        grpc_port = 0
+    if not grpc_port:
+        raise UserError(f"Cannot listen on {settings.host}:{settings.grpc_port} for gRPC; pick another port with "
+                        "--grpc-port")
+    await grpc_server.start()
+    rest_port = rest_socket.getsockname()[1]
+    for line in summary(manager, settings, rest_port, grpc_port):
+        print(line, flush=True)
+    manager.start_polling(settings.poll_seconds)
+    config = uvicorn.Config(build_app(service, metrics), log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=settings.shutdown_grace_s, http="httptools",
+                            limit_max_requests=None, backlog=2048)
+    try:
+        # uvicorn stops on SIGTERM/SIGINT after the HTTP requests in flight finish; gRPC then gets its grace.
+        await uvicorn.Server(config).serve(sockets=[rest_socket])
+    finally:
+        await grpc_server.stop(settings.shutdown_grace_s)
+        manager.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+        print("Stopped.", flush=True)
+
+
+def main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    # uvicorn puts its own handlers in place while it serves and raises the signal again afterwards: this one
+    # takes that second delivery, so the gRPC server still gets its graceful stop.
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        asyncio.run(serve(settings, args.bases))
+    except KeyboardInterrupt:
+        pass
+    return 0

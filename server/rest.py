@@ -1,0 +1,157 @@
+"""TF Serving's REST API on Starlette, plus the page and the image upload.
+
+    GET  /v1/models/NAME[/versions/V]             model_version_status
+    GET  /v1/models/NAME[/versions/V]/metadata    signature_def
+    POST /v1/models/NAME[/versions/V]:predict     {"instances": ...} or {"inputs": ...}
+    POST /v1/models/NAME[/versions/V]:classify    image files (multipart/form-data) -> top-k classes
+    GET  /monitoring/prometheus/metrics
+    GET  /                                        a page to drop an image on
+    GET  /api/models                              what the page lists
+
+Routes only parse, call ``server.service`` and format.  Every error is ``{"error": "..."}`` with TF
+Serving's status code; a bug answers 500 with one line and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import traceback
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from server.errors import ServingError, invalid
+from server.metrics import Metrics
+from server.service import Service
+from server.tensors import format_predict, parse_json, parse_predict
+
+PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?:(?P<metadata>/metadata)|:(?P<verb>[a-z_]+))?$")
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+
+
+def _json(document, status: int = 200) -> Response:
+    return Response(json.dumps(document, separators=(",", ":")), status_code=status, media_type="application/json")
+
+
+def error_response(error: ServingError) -> Response:
+    return _json({"error": str(error)}, error.http_status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServingError("RESOURCE_EXHAUSTED", f"Request body of {int(declared):,} bytes is over the limit "
+                                                 f"of {limit:,} (--max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServingError("RESOURCE_EXHAUSTED", f"Request body is over the limit of {limit:,} bytes "
+                                                     "(--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(service: Service, metrics: Metrics) -> Starlette:
+    settings = service.settings
+
+    async def status(name, version, request):
+        return {"model_version_status": service.status(name, version)}
+
+    async def metadata(name, version, request):
+        servable = service.servable(name, version)
+        from google.protobuf import json_format
+
+        defs = json_format.MessageToDict(servable.signature_defs, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+        return {"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                "metadata": {"signature_def": defs}}
+
+    async def predict(name, version, request):
+        document = parse_json(await read_body(request, settings.max_body_bytes))
+        signature, images, columnar = parse_predict(document, "images", settings.max_instances)
+        _, outputs = await service.predict(name, version, signature, images)
+        return format_predict(outputs, columnar)
+
+    async def classify(name, version, request):
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise invalid("POST image files as multipart/form-data (curl -F file=@photo.jpg); for arrays of "
+                          "pixels use :predict")
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            raise ServingError("FAILED_PRECONDITION", "An upload needs a Content-Length header")
+        if int(declared) > settings.max_body_bytes:
+            raise ServingError("RESOURCE_EXHAUSTED", f"Upload of {int(declared):,} bytes is over the limit of "
+                                                     f"{settings.max_body_bytes:,} (--max-body-mb)")
+        try:
+            form = await request.form(max_files=settings.max_images, max_fields=settings.max_images + 8)
+        except Exception as error:  # starlette's MultiPartException and malformed multipart bodies
+            raise invalid(f"Malformed upload: {str(error).splitlines()[0] if str(error) else 'unreadable'}") \
+                from None
+        try:
+            files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
+                     if hasattr(value, "read")]
+        finally:
+            await form.close()
+        top_k = request.query_params.get("top_k")
+        if top_k is not None and not top_k.isdigit():
+            raise invalid(f"top_k must be a positive integer, got {top_k!r}")
+        return await service.classify(name, version, files, None if top_k is None else int(top_k))
+
+    handlers = {("GET", None, False): status, ("GET", None, True): metadata,
+                ("POST", "predict", False): predict, ("POST", "classify", False): classify}
+
+    async def models_route(request: Request) -> Response:
+        start = time.perf_counter()
+        method, name, code = request.method, "?", "OK"
+        try:
+            match = PATH.match(request.path_params["rest"])
+            if not match:
+                raise ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
+            name = match["name"]
+            version = int(match["version"]) if match["version"] else None
+            handler = handlers.get((request.method, match["verb"], bool(match["metadata"])))
+            if handler is None:
+                raise ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
+            method = handler.__name__
+            return _json(await handler(name, version, request))
+        except ServingError as error:
+            code = error.code
+            return error_response(error)
+        except Exception as error:  # a bug, not the caller's fault: one line out, the traceback to the log
+            code = "INTERNAL"
+            traceback.print_exc(file=sys.stderr)
+            return error_response(ServingError("INTERNAL", f"Internal error: {type(error).__name__}: {error}"))
+        finally:
+            metrics.observe("rest", name, method, code, time.perf_counter() - start)
+
+    async def page(request: Request) -> Response:
+        with open(PAGE, encoding="utf-8") as f:
+            return HTMLResponse(f.read())
+
+    async def models_list(request: Request) -> Response:
+        return _json({"models": service.models(),
+                      "limits": {"max_images": settings.max_images, "max_body_bytes": settings.max_body_bytes}})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        # Starlette's own 404 and 405 (an unknown path, PUT on a model) in TF Serving's error format too.
+        return _json({"error": f"{error.detail}: {request.method} {request.url.path}"}, error.status_code)
+
+    return Starlette(exception_handlers={HTTPException: http_error}, routes=[
+        Route("/", page),
+        Route("/api/models", models_list),
+        Route("/monitoring/prometheus/metrics", prometheus),
+        Route("/v1/models/{rest:path}", models_route, methods=["GET", "POST"]),
+    ])

@@ -1,0 +1,39 @@
+"""Every limit and default of the model server, in one place.
+
+The names follow TF Serving's flags where it has one (``--rest_api_port``, ``--port``,
+``--enable_batching``, ``max_batch_size``, ``batch_timeout_micros``, ``max_enqueued_batches``,
+``--file_system_poll_wait_seconds``); the limits TF Serving leaves to a proxy in front of it (body size,
+images per request, a deadline) are ours, so the server is safe to put on a network as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"             # loopback unless asked: a server is put on a network on purpose
+    rest_port: int = 8501               # TF Serving's REST port
+    grpc_port: int = 8500               # TF Serving's gRPC port
+    versions: str = "latest"            # latest | all | N,M  (TF Serving's model_version_policy)
+    poll_seconds: float = 1.0           # how often the base folder is looked at for new versions
+    # Dynamic batching: concurrent requests to one model are merged into one call.
+    batching: bool = True
+    max_batch_size: int = 64            # rows in one merged call
+    batch_timeout_ms: float = 2.0       # how long the first request of a batch waits for company
+    max_enqueued_batches: int = 64      # beyond this many waiting batches a request is refused (503)
+    # Limits on what one request may ask.
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_instances: int = 1024           # rows (images) in one :predict request
+    max_images: int = 16                # files in one :classify upload
+    request_timeout_s: float = 30.0     # a request not answered by then gets 504 / DEADLINE_EXCEEDED
+    top_k: int = 5                      # classes :classify answers by default
+    shutdown_grace_s: float = 10.0      # SIGTERM: in-flight requests get this long to finish
+
+    @property
+    def max_queued_rows(self) -> int:
+        return self.max_batch_size * self.max_enqueued_batches
+
+
+DEFAULTS = Settings()
