@@ -65,8 +65,9 @@ class Service:
                           f"{servable.output_names}")
         future = servable.predict(images)
         try:
-            outputs = await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.settings.request_timeout_s):  # no extra task, unlike wait_for
+                outputs = await asyncio.wrap_future(future)
+        except TimeoutError:
             raise ServingError("DEADLINE_EXCEEDED", f"No answer from {name} within "
                                                     f"{self.settings.request_timeout_s:g} s") from None
         if output_filter:

@@ -1,0 +1,289 @@
+"""The model server under load: predictions/s and p50/p99 latency over REST and gRPC, batching on and off,
+beside the in-process batched ``LoadedExport.predict`` on the same images, in one run.
+
+    .venv/bin/python bench/bench_serve.py --quick   # 4 s a cell, ~5 minutes
+    .venv/bin/python bench/bench_serve.py --full    # 10 s a cell
+
+Two exports: the default digits run (LeNet-5 on 8x8 digits, ``train.py --epochs 3``), where a request costs
+far more than the model, and ResNet-20 at 32x32x3 assembled as ``train.py`` does (random weights: they do
+not change the time), where the model's arithmetic dominates.  Each request carries one image, as an
+application classifying one photo would.  REST load comes from wrk (Debian's ``wrk``: C, keep-alive
+connections, one per concurrent client); gRPC load from a grpc.aio client in its own process using Google's
+``tensorflow-serving-api`` stub.  Server and load generator share this machine's cores, as they would on a
+laptop: the ratios, not the absolute numbers, are what carry to another machine.
+
+Memory: the server's RSS and peak RSS (VmHWM) after 1,000 requests and after 50,000, and before and after
+1,000 hostile requests (the test suite's fuzzer).  It compares; it asserts nothing.
+Writes JSON (default bench/results/serve_{quick,full}.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from machine import machine_info, parse_size  # noqa: E402
+
+SETTINGS = {"quick": {"seconds": 4, "inprocess_seconds": 3}, "full": {"seconds": 10, "inprocess_seconds": 6}}
+CONCURRENCY = (1, 8, 64)
+BATCH = 64
+
+
+def status_lines(pid: int) -> dict:
+    """VmRSS and VmHWM (peak) of a process, in MiB."""
+    found = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                found[{"VmRSS": "rss_mib", "VmHWM": "peak_rss_mib"}[key]] = round(int(value.split()[0]) / 1024, 1)
+    return found
+
+
+# --- exports ---------------------------------------------------------------------------------------------
+
+def digits_export(root: str) -> str:
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--epochs", "3", "--runs-dir",
+                             os.path.join(root, "runs"), "--export-dir", os.path.join(root, "digits")],
+                            capture_output=True, text=True, cwd=ROOT)
+    if result.returncode:
+        sys.exit(f"error: training the digits export failed: {result.stderr.strip().splitlines()[-1:]}")
+    return os.path.join(root, "digits", "lenet5-digits")
+
+
+def resnet_export(root: str) -> str:
+    import zoo
+    from core.model import assemble, inference_model, preprocessing_layer
+    from serving.export import export_savedmodel
+
+    shape = (32, 32, 3)
+    network = zoo.build("resnet20", input_shape=shape, num_classes=10)
+    model = inference_model(assemble(network, shape, preprocessing=preprocessing_layer("rescale")))
+    export_savedmodel(model, os.path.join(root, "resnet"), "resnet20", class_names=[str(i) for i in range(10)])
+    return os.path.join(root, "resnet", "resnet20")
+
+
+# --- the load generators ----------------------------------------------------------------------------------
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb"); wrk.body = f:read("*all"); f:close()
+"""
+
+
+def parse_wrk(text: str) -> dict:
+    def ms(value, unit):
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    latency = {f"p{p}_ms": ms(*re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", text, re.M).groups()) for p in (50, 99)}
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    failed = (int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"predictions_per_s": rate, **latency, "requests": total, "failed": failed}
+
+
+def wrk(url: str, body_file: str, concurrency: int, seconds: float, folder: str) -> dict:
+    script = os.path.join(folder, "post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT.format(body=body_file))
+    result = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds}s", "--latency",
+                             "--timeout", "30s", "-s", script, url], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"wrk failed: {result.stderr.strip()}")
+    return parse_wrk(result.stdout)
+
+
+async def _grpc_load(target: str, model: str, image_file: str, concurrency: int, seconds: float) -> dict:
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.load(image_file), dtype=tf.float32))
+    latencies, failed = [], 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        await stub.Predict(request, timeout=30)  # connect before timing
+        end = time.perf_counter() + seconds
+
+        async def client():
+            nonlocal failed
+            while time.perf_counter() < end:
+                start = time.perf_counter()
+                try:
+                    await stub.Predict(request, timeout=30)
+                    latencies.append(time.perf_counter() - start)
+                except grpc.aio.AioRpcError:
+                    failed += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    pick = lambda q: 1e3 * ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))] if ordered else None  # noqa
+    return {"predictions_per_s": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "requests": len(latencies), "failed": failed}
+
+
+def grpc_load(target, model, image_file, concurrency, seconds) -> dict:
+    """The gRPC client in a process of its own, so it does not share the benchmark's interpreter."""
+    result = subprocess.run([sys.executable, __file__, "--grpc-client", target, model, image_file,
+                             str(concurrency), str(seconds)], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f"gRPC client failed: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- the server -----------------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, model_dir: str, *flags: str):
+        from tests.serverutil import free_port
+
+        self.rest, self.grpc = free_port(), free_port()
+        self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "serve", model_dir,
+                                         "--rest-port", str(self.rest), "--grpc-port", str(self.grpc), *flags],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        self.url = f"http://127.0.0.1:{self.rest}"
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v1/models/{os.path.basename(model_dir)}", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.25)
+        raise RuntimeError("the server did not start")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def in_process(model_dir: str, images, seconds: float) -> dict:
+    from serving.load import load_export
+
+    export = load_export(model_dir)
+    export.predict(images[:BATCH], batch_size=BATCH)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        export.predict(images, batch_size=BATCH)
+        count += len(images)
+    return {"predictions_per_s": count / (time.perf_counter() - start), "batch_size": BATCH}
+
+
+def memory_rows(model_dir: str, body_file: str, folder: str) -> dict:
+    """RSS after 1,000 and 50,000 requests, then around 1,000 hostile ones."""
+    import random
+
+    from tests.serverutil import http_client
+    from tests.test_server_http import hostile_requests
+
+    server = Server(model_dir)
+    try:
+        body = open(body_file, "rb").read()
+        name = os.path.basename(model_dir)
+        with http_client(server) as client:
+            for _ in range(1000):
+                client.post(f"/v1/models/{name}:predict", content=body, headers={"content-type": "application/json"})
+        rows = {"after_1000": status_lines(server.process.pid)}
+        sent, url = 1000, f"{server.url}/v1/models/{name}:predict"
+        while sent < 50_000:
+            sent += wrk(url, body_file, 64, 5, folder)["requests"]
+        rows[f"after_{sent}"] = status_lines(server.process.pid)
+        with http_client(server) as client:
+            codes = [client.request(m, p.replace("lenet5-digits", name), **k).status_code
+                     for m, p, k in hostile_requests(random.Random(1), 1000)]
+        rows["after_1000_hostile_more"] = status_lines(server.process.pid)
+        rows["hostile_status_codes"] = sorted(set(codes))
+        return rows
+    finally:
+        server.stop()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--grpc-client"]:
+        target, model, image_file, concurrency, seconds = argv[1:6]
+        print(json.dumps(asyncio.run(_grpc_load(target, model, image_file, int(concurrency), float(seconds)))))
+        return 0
+    _, mode, out = parse_size("serve", __doc__, argv, quick="4 s a cell", full="10 s a cell")
+    if shutil.which("wrk") is None:
+        sys.exit("error: bench_serve.py needs Debian's wrk for the REST load (apt-get install wrk)")
+    s = SETTINGS[mode]
+    import numpy as np
+
+    folder = tempfile.mkdtemp(prefix="bench-serve-")
+    results = {}
+    try:
+        exports = {"lenet5-digits (8x8x1)": digits_export(folder), "resnet20 (32x32x3)": resnet_export(folder)}
+        for label, model_dir in exports.items():
+            name = os.path.basename(model_dir)
+            from serving.load import read_metadata
+
+            shape = tuple(read_metadata(model_dir)[1]["input_shape"])
+            images = np.random.default_rng(0).integers(0, 256, (512, *shape)).astype(np.float32)
+            body_file, image_file = os.path.join(folder, f"{name}.json"), os.path.join(folder, f"{name}.npy")
+            with open(body_file, "w") as f:
+                json.dump({"instances": images[:1].astype(int).tolist()}, f)
+            np.save(image_file, images[:1])
+            row = {"in_process_batched": in_process(model_dir, images, s["inprocess_seconds"])}
+            print(f"{label}: in-process batched predict {row['in_process_batched']['predictions_per_s']:.0f}/s",
+                  flush=True)
+            for batching in ("on", "off"):
+                server = Server(model_dir, "--batching" if batching == "on" else "--no-batching")
+                try:
+                    for api in ("rest", "grpc"):
+                        for concurrency in CONCURRENCY:
+                            if api == "rest":
+                                cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, concurrency,
+                                           s["seconds"], folder)
+                            else:
+                                cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, concurrency,
+                                                 s["seconds"])
+                            cell["vs_in_process"] = cell["predictions_per_s"] / \
+                                row["in_process_batched"]["predictions_per_s"]
+                            row[f"{api}_batching_{batching}_c{concurrency}"] = cell
+                            print(f"  {api:4} batching {batching:3} c={concurrency:<3} "
+                                  f"{cell['predictions_per_s']:8.0f}/s  p50 {cell['p50_ms']:.2f} ms  "
+                                  f"p99 {cell['p99_ms']:.2f} ms  ({cell['vs_in_process']:.2f}x in-process, "
+                                  f"{cell['failed']} failed)", flush=True)
+                finally:
+                    server.stop()
+            for api in ("rest", "grpc"):
+                on, off = row[f"{api}_batching_on_c64"], row[f"{api}_batching_off_c64"]
+                row[f"{api}_c64_batching_on_vs_off"] = on["predictions_per_s"] / off["predictions_per_s"]
+            results[label] = row
+        results["memory (lenet5-digits, REST, batching on)"] = memory_rows(
+            exports["lenet5-digits (8x8x1)"], os.path.join(folder, "lenet5-digits.json"), folder)
+        print(json.dumps(results["memory (lenet5-digits, REST, batching on)"]), flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"mode": mode, "settings": {**s, "concurrency": list(CONCURRENCY), "images_per_request": 1,
+                                              "rest_load": "wrk -t1", "grpc_load": "grpc.aio, own process"},
+                   "machine": machine_info(), "results": results}, f, indent=2)
+    print(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The model server's parts, called directly: batching, the version source and manager, the request formats
+and the calls both front ends share.  The end-to-end tests over real sockets are in test_server_http.py."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import UserError
+from server.batching import Batcher, Unbatched, split_outputs
+from server.errors import ServingError
+from server.models import Manager, find_models, parse_policy, wanted_versions
+from server.settings import DEFAULTS
+from server.tensors import format_predict, parse_json, parse_predict
+from tests.test_serving import tiny_model
+
+
+def model_call(images):
+    """A stand-in model with per-row arithmetic, so batching mistakes show as wrong rows."""
+    flat = images.reshape(len(images), -1)
+    return {"sum": flat.sum(axis=1), "first": flat[:, :2].copy()}
+
+
+class Counting:
+    def __init__(self, delay=0.0):
+        self.calls, self.delay = [], delay
+
+    def __call__(self, images):
+        self.calls.append(len(images))
+        time.sleep(self.delay)
+        return model_call(images)
+
+
+def test_batched_results_are_identical_to_unbatched_and_calls_are_merged():
+    run = Counting(delay=0.02)
+    batcher = Batcher(run, max_batch_size=16, timeout_s=0.05, max_queued_rows=1000)
+    rng = np.random.default_rng(0)
+    requests = [rng.normal(size=(int(rng.integers(1, 5)), 3, 3, 1)).astype(np.float32) for _ in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = list(pool.map(batcher.submit, requests))
+    for rows, future in zip(requests, futures):
+        got, want = future.result(timeout=30), model_call(rows)
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    assert sum(run.calls) == sum(len(r) for r in requests)
+    assert len(run.calls) < len(requests) and max(run.calls) <= 16  # merged, never past the limit
+    batcher.close()
+    batcher.join(5)
+
+
+def test_a_request_larger_than_a_batch_runs_alone_and_a_full_queue_refuses():
+    release = threading.Event()
+
+    def slow(images):
+        release.wait(10)
+        return model_call(images)
+
+    batcher = Batcher(slow, max_batch_size=4, timeout_s=0.0, max_queued_rows=8)
+    big = batcher.submit(np.ones((10, 2, 2, 1), np.float32))  # over the queue's limit, but alone: accepted
+    time.sleep(0.1)
+    waiting = [batcher.submit(np.ones((4, 2, 2, 1), np.float32)) for _ in range(2)]
+    with pytest.raises(ServingError) as refused:
+        batcher.submit(np.ones((1, 2, 2, 1), np.float32))
+    assert refused.value.code == "UNAVAILABLE" and refused.value.http_status == 503
+    release.set()
+    assert big.result(10)["sum"].tolist() == [4.0] * 10
+    assert all(w.result(10)["sum"].tolist() == [4.0] * 4 for w in waiting)
+    batcher.close()
+    batcher.join(5)
+
+
+def test_closing_runs_what_is_queued_and_later_requests_still_get_answers():
+    run = Counting(delay=0.05)
+    batcher = Batcher(run, max_batch_size=2, timeout_s=0.0, max_queued_rows=100)
+    queued = [batcher.submit(np.full((1, 1), i, np.float32)) for i in range(6)]
+    batcher.close()
+    late = batcher.submit(np.full((1, 1), 9, np.float32))  # the race of a swap: the version was just dropped
+    assert [f.result(10)["sum"].tolist() for f in queued] == [[float(i)] for i in range(6)]
+    assert late.result(10)["sum"].tolist() == [9.0]
+    batcher.join(5)
+    assert not batcher._thread.is_alive()
+
+
+def test_a_model_error_reaches_every_caller_of_the_batch_and_the_worker_lives_on():
+    def failing(images):
+        if (images < 0).any():
+            raise ValueError("negative pixels")
+        return model_call(images)
+
+    batcher = Batcher(failing, max_batch_size=8, timeout_s=0.05, max_queued_rows=100)
+    bad = batcher.submit(-np.ones((1, 1), np.float32))
+    with pytest.raises(ValueError):
+        bad.result(10)
+    assert batcher.submit(np.ones((2, 1), np.float32)).result(10)["sum"].tolist() == [1.0, 1.0]
+    batcher.close()
+
+
+def test_unbatched_runs_each_request_on_its_own():
+    run = Counting()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        queue = Unbatched(run, executor=pool)
+        futures = [queue.submit(np.ones((n, 1), np.float32)) for n in (1, 2, 3)]
+        assert [f.result(10)["sum"].tolist() for f in futures] == [[1.0], [1.0, 1.0], [1.0] * 3]
+    assert sorted(run.calls) == [1, 2, 3]
+
+
+def test_split_outputs_cuts_in_request_order():
+    parts = split_outputs({"x": np.arange(6)}, [1, 3, 2])
+    assert [p["x"].tolist() for p in parts] == [[0], [1, 2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("text, expected", [("latest", "latest"), ("ALL", "all"), ("1,3", frozenset({1, 3}))])
+def test_version_policies(text, expected):
+    assert parse_policy(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "x", "0", "1,-2", "newest"])
+def test_a_bad_version_policy_is_a_user_error(text):
+    with pytest.raises(UserError, match="--versions"):
+        parse_policy(text)
+
+
+def test_wanted_versions_follow_the_policy():
+    assert wanted_versions([1, 2, 5], "latest") == {5}
+    assert wanted_versions([1, 2, 5], "all") == {1, 2, 5}
+    assert wanted_versions([1, 2, 5], frozenset({2, 7})) == {2}
+    assert wanted_versions([], "latest") == set()
+
+
+def test_rest_formats_parse_and_answer_as_tf_serving_documents():
+    image = np.arange(4, dtype=np.float32).reshape(2, 2, 1)
+    for document, columnar in (({"instances": [image.tolist()]}, False),
+                               ({"instances": [{"images": image.tolist()}]}, False),
+                               ({"inputs": [image.tolist()]}, True),
+                               ({"inputs": {"images": [image.tolist()]}, "signature_name": "serving_default"}, True)):
+        _, array, got_columnar = parse_predict(document, "images", 10)
+        assert array.shape == (1, 2, 2, 1) and array.dtype == np.float32 and got_columnar == columnar
+    outputs = {"probabilities": np.array([[0.25, 0.75]], np.float32), "class_ids": np.array([1]),
+               "classes": np.array([b"cat"], dtype=object)}
+    assert format_predict(outputs, False) == {"predictions": [{"class_ids": 1, "classes": "cat",
+                                                               "probabilities": [0.25, 0.75]}]}
+    assert format_predict(outputs, True) == {"outputs": {"class_ids": [1], "classes": ["cat"],
+                                                         "probabilities": [[0.25, 0.75]]}}
+    assert format_predict({"scores": np.array([0.5])}, False) == {"predictions": [0.5]}
+    assert format_predict({"scores": np.array([0.5])}, True) == {"outputs": [0.5]}
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{", "Malformed JSON"), (b"[1]", "JSON object"), (b"[" * 50_000, "Malformed JSON"),
+    (b'\xff\xfe', "Malformed JSON")])
+def test_bad_json_is_a_one_line_invalid_argument(body, words):
+    with pytest.raises(ServingError) as raised:
+        parse_json(body)
+    assert raised.value.code == "INVALID_ARGUMENT" and words in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("document, words", [
+    ({}, "either"), ({"instances": [], "inputs": []}, "either"), ({"instances": 3}, "must be a list"),
+    ({"instances": [[1], [1, 2]]}, "rectangular"), ({"instances": [["a"]]}, "rectangular"),
+    ({"instances": [{"b64": "AA=="}]}, "b64"), ({"instances": [{"x": 1}]}, "one input"),
+    ({"instances": [[0]] * 11}, "limit is 10"), ({"instances": [1], "signature_name": 3}, "must be a string"),
+    ({"instances": [1], "extra": 1}, "Unknown key")])
+def test_bad_predict_documents_say_what_is_wrong(document, words):
+    with pytest.raises(ServingError) as raised:
+        parse_predict(document, "images", 10)
+    assert raised.value.http_status == 400 and words in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server-exports")
+    from serving import export_savedmodel
+
+    export_savedmodel(tiny_model(), str(root), "tiny", class_names=["a", "b", "c"])
+    return root
+
+
+def start_manager(bases, policy="latest", settings=DEFAULTS):
+    from server.servable import loader
+
+    executor = concurrent.futures.ThreadPoolExecutor(2)
+    manager = Manager([str(b) for b in bases], parse_policy(policy), loader(settings, executor))
+    manager.poll()
+    return manager
+
+
+def test_find_models_takes_model_folders_and_base_folders(exports, tmp_path):
+    assert find_models([str(exports)]) == {"tiny": str(exports / "tiny")}
+    assert find_models([str(exports / "tiny")]) == {"tiny": str(exports / "tiny")}
+    with pytest.raises(UserError, match="one version of a model"):
+        find_models([str(exports / "tiny" / "1")])
+    with pytest.raises(UserError, match="does not exist"):
+        find_models([str(tmp_path / "missing")])
+
+
+def test_the_manager_swaps_to_a_new_version_and_keeps_the_old_when_one_fails(exports, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(exports, base)
+    manager = start_manager([base])
+    model = manager.model("tiny")
+    assert [(s.version, s.state) for s in model.statuses()] == [(1, "AVAILABLE")]
+    first = model.servable()
+
+    shutil.copytree(base / "tiny" / "1", base / "tiny" / ".incoming")
+    os.rename(base / "tiny" / ".incoming", base / "tiny" / "2")
+    manager.poll()
+    assert [(s.version, s.state) for s in model.statuses()] == [(1, "END"), (2, "AVAILABLE")]
+    assert model.servable().version == 2
+    # A request that took version 1 before the swap is still answered.
+    assert first.predict(np.zeros((1, 8, 8, 1), np.float32)).result(10)["probabilities"].shape == (1, 3)
+
+    shutil.copytree(base / "tiny" / "2", base / "tiny" / ".incoming")
+    (base / "tiny" / ".incoming" / "saved_model.pb").write_bytes(b"garbage")
+    os.rename(base / "tiny" / ".incoming", base / "tiny" / "3")
+    manager.poll()
+    statuses = {s.version: s for s in model.statuses()}
+    assert statuses[3].state == "END" and "Could not load" in statuses[3].error
+    assert model.servable().version == 2 and statuses[2].state == "AVAILABLE"
+    manager.poll()  # a failed version is not retried until its folder changes
+    assert {s.version: s.state for s in model.statuses()}[3] == "END"
+    with pytest.raises(ServingError, match="Specific"):
+        model.servable(3)
+    manager.stop()
+
+
+def test_version_policy_all_serves_every_version(exports, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(exports, base)
+    shutil.copytree(base / "tiny" / "1", base / "tiny" / "2")
+    manager = start_manager([base / "tiny"], "all")
+    assert sorted(manager.model("tiny").available()) == [1, 2]
+    manager.stop()
+    manager = start_manager([base / "tiny"], "1")
+    assert sorted(manager.model("tiny").available()) == [1]
+    manager.stop()
+
+
+def test_classify_decodes_uploads_as_predict_py_does_and_refuses_bad_files(exports):
+    from imagesets.images import load_image
+    from server.service import Service
+
+    manager = start_manager([exports])
+    service = Service(manager, DEFAULTS)
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30, 4), dtype=np.uint8), "RGBA").save(photo, "PNG")
+    files = [("photo.png", photo.getvalue())]
+    answer = asyncio.run(service.classify("tiny", None, files, top_k=2))
+    assert answer["model"] == "tiny" and answer["version"] == 1 and len(answer["predictions"][0]["top"]) == 2
+    servable = manager.model("tiny").servable()
+    pixels = load_image(io.BytesIO(photo.getvalue()), (8, 8), 1)[None].astype(np.float32)
+    expected = servable.run(pixels)["probabilities"][0]
+    top = answer["predictions"][0]["top"][0]
+    assert top["class"] == ["a", "b", "c"][int(np.argmax(expected))]
+    assert top["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
+    for bad, words in ((b"", "empty file"), (b"GIF89a broken", "truncated"), (b"hello", "not an image")):
+        with pytest.raises(ServingError) as raised:
+            asyncio.run(service.classify("tiny", None, [("x.gif", bad)]))
+        assert raised.value.http_status == 400 and str(raised.value).startswith("x.gif: ")
+    with pytest.raises(ServingError, match="limit is 16"):
+        asyncio.run(service.classify("tiny", None, files * 17))
+    with pytest.raises(ServingError, match="Could not find any versions of model nope"):
+        asyncio.run(service.classify("nope", None, files))
+    manager.stop()
+
+
+def test_the_command_line_refuses_bad_settings_in_one_line():
+    from server.command import build_parser, settings_from
+
+    parser = build_parser()
+    assert settings_from(parser.parse_args([])) == DEFAULTS
+    for flags in (["--max-batch-size", "0"], ["--rest-port", "70000"], ["--batch-timeout-ms", "-1"],
+                  ["--max-body-mb", "0"]):
+        with pytest.raises(UserError):
+            settings_from(parser.parse_args(flags))
