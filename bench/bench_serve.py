@@ -172,6 +172,12 @@ class Server:
                 time.sleep(0.25)
         raise RuntimeError("the server did not start")
 
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=60)
@@ -252,18 +258,22 @@ def main(argv=None) -> int:
                 try:
                     for api in ("rest", "grpc"):
                         for concurrency in CONCURRENCY:
+                            busy = server.cpu_seconds()
                             if api == "rest":
                                 cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, concurrency,
                                            s["seconds"], folder)
                             else:
                                 cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, concurrency,
                                                  s["seconds"])
+                            # Cores the server kept busy: one event loop for HTTP, TensorFlow's threads for the model.
+                            cell["server_cores_busy"] = round((server.cpu_seconds() - busy) / s["seconds"], 2)
                             cell["vs_in_process"] = cell["predictions_per_s"] / \
                                 row["in_process_batched"]["predictions_per_s"]
                             row[f"{api}_batching_{batching}_c{concurrency}"] = cell
                             print(f"  {api:4} batching {batching:3} c={concurrency:<3} "
                                   f"{cell['predictions_per_s']:8.0f}/s  p50 {cell['p50_ms']:.2f} ms  "
                                   f"p99 {cell['p99_ms']:.2f} ms  ({cell['vs_in_process']:.2f}x in-process, "
+                                  f"server busy on {cell['server_cores_busy']:.2f} cores, "
                                   f"{cell['failed']} failed)", flush=True)
                 finally:
                     server.stop()

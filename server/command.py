@@ -13,9 +13,14 @@ import argparse
 import asyncio
 import concurrent.futures
 import dataclasses
+import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 
 from core.errors import UserError
 from server.settings import DEFAULTS, Settings
@@ -45,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how long a batch's first request waits for others")
     batching.add_argument("--max-enqueued-batches", type=int, default=d.max_enqueued_batches,
                           help="batches allowed to wait; more requests are refused with 503")
+    net.add_argument("--workers", type=int, default=1,
+                     help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of the models "
+                          "and batching queue: 2 puts HTTP parsing on both cores of a 2-core machine")
     limits = parser.add_argument_group("Limits")
     limits.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
                         help="largest request body (REST) or message (gRPC)")
@@ -58,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args) -> Settings:
-    positive = {"--max-batch-size": args.max_batch_size, "--max-enqueued-batches": args.max_enqueued_batches,
+    positive = {"--workers": args.workers, "--max-batch-size": args.max_batch_size, "--max-enqueued-batches": args.max_enqueued_batches,
                 "--max-instances": args.max_instances, "--max-images": args.max_images,
                 "--max-body-mb": args.max_body_mb, "--request-timeout": args.request_timeout,
                 "--poll-seconds": args.poll_seconds}
@@ -78,14 +86,21 @@ def settings_from(args) -> Settings:
         request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace)
 
 
-def bind(host: str, port: int, flag: str) -> socket.socket:
-    """The REST socket, bound before anything loads, so a taken port is one clear line at once."""
+WORKER = "CNN_SERVE_WORKER"        # set in the processes of --workers N: their index
+READY = "CNN_SERVE_READY"          # a file a worker writes once it serves
+
+
+def bind(host: str, port: int, flag: str, *, shared: bool = False) -> socket.socket:
+    """The REST socket, bound before anything loads, so a taken port is one clear line at once.  ``shared``:
+    the --workers processes bind the same port with SO_REUSEPORT and the kernel spreads connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off only on sockets that say they are TCP,
     # and with it on, a keep-alive response written in two parts waits 40 ms for the client's delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as error:
@@ -124,15 +139,16 @@ async def serve(settings: Settings, bases: list[str]) -> None:
     from server.servable import loader
     from server.service import Service
 
+    worker = os.environ.get(WORKER)
     policy = parse_policy(settings.versions)
-    rest_socket = bind(settings.host, settings.rest_port, "--rest-port")
+    rest_socket = bind(settings.host, settings.rest_port, "--rest-port", shared=worker is not None)
     metrics = Metrics()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
 
     def on_change(name, version, state, error):
         if name != "*":
             metrics.version_state(name, version, state)
-        if error or state in ("AVAILABLE", "END") and name != "*":
+        if error or state in ("AVAILABLE", "END") and name != "*" and worker in (None, "0"):
             print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
                   flush=True)
 
@@ -142,7 +158,7 @@ async def serve(settings: Settings, bases: list[str]) -> None:
         raise UserError(f"No exports found under {', '.join(bases)}; train one first (python train.py) or name a "
                         "model folder such as saved_models/lenet5-digits")
     service = Service(manager, settings)
-    grpc_server = build_server(service, metrics, settings.max_body_bytes)
+    grpc_server = build_server(service, metrics, settings.max_body_bytes, shared=worker is not None)
     try:
         grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     except RuntimeError:
@@ -152,8 +168,12 @@ async def serve(settings: Settings, bases: list[str]) -> None:
                         "--grpc-port")
     await grpc_server.start()
     rest_port = rest_socket.getsockname()[1]
-    for line in summary(manager, settings, rest_port, grpc_port):
-        print(line, flush=True)
+    if worker in (None, "0"):
+        for line in summary(manager, settings, rest_port, grpc_port):
+            print(line, flush=True)
+    if os.environ.get(READY):
+        with open(os.environ[READY], "w") as f:
+            f.write(f"{rest_port} {grpc_port}\n")
     manager.start_polling(settings.poll_seconds)
     config = uvicorn.Config(build_app(service, metrics), log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=settings.shutdown_grace_s, http="httptools",
@@ -165,12 +185,55 @@ async def serve(settings: Settings, bases: list[str]) -> None:
         await grpc_server.stop(settings.shutdown_grace_s)
         manager.stop()
         executor.shutdown(wait=False, cancel_futures=True)
+        if worker is None:
+            print("Stopped.", flush=True)
+
+
+def supervise(argv: list[str], workers: int) -> int:
+    """--workers N: N server processes on the same ports.  The first starts alone, so a bad flag or a taken
+    port is said once; the rest follow when it serves.  SIGTERM and Ctrl-C reach every worker, and each
+    finishes its requests in flight.  Metrics are summed over the workers (prometheus-client's
+    multiprocess mode, in a folder removed at the end)."""
+    metrics_dir = tempfile.mkdtemp(prefix="serve-metrics-")
+    processes: list[subprocess.Popen] = []
+    stopping = False
+
+    def forward(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        for index in range(workers):
+            ready = os.path.join(metrics_dir, f"ready-{index}")
+            env = {**os.environ, WORKER: str(index), READY: ready, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+            # The same command line again (train.py serve ...), as a worker.
+            processes.append(subprocess.Popen([sys.executable, os.path.abspath(sys.argv[0]), "serve", *argv], env=env))
+            while not os.path.exists(ready) and not stopping:
+                if processes[-1].poll() is not None:  # it could not start: the others stop too
+                    forward(signal.SIGTERM, None)
+                    for process in processes:
+                        process.wait()
+                    return processes[-1].returncode or 1
+                time.sleep(0.1)
+        if not stopping:
+            print(f"{workers} workers serving.", flush=True)
+        codes = [process.wait() for process in processes]
         print("Stopped.", flush=True)
+        return 0 if stopping or not any(codes) else max(codes)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
+    if args.workers > 1 and WORKER not in os.environ:
+        return supervise(argv, args.workers)
     # uvicorn puts its own handlers in place while it serves and raises the signal again afterwards: this one
     # takes that second delivery, so the gRPC server still gets its graceful stop.
     stopping = []
@@ -180,3 +243,4 @@ def main(argv) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+

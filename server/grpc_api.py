@@ -107,10 +107,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Calls):
         return await self.call("status", request, context, work)
 
 
-def build_server(service: Service, metrics: Metrics, max_message_bytes: int) -> grpc.aio.Server:
+def build_server(service: Service, metrics: Metrics, max_message_bytes: int, *, shared: bool = False):
+    # SO_REUSEPORT only for --workers: otherwise a port another program holds must be an error, not shared.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes),
-                                      ("grpc.so_reuseport", 0)])
+                                      ("grpc.so_reuseport", 1 if shared else 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, metrics), server)
     return server

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -20,7 +22,7 @@ class Metrics:
         self.batch_size = Histogram("serving_batch_size", "Rows in each call of a model (merged by batching)",
                                     ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.versions = Gauge("serving_model_version_state", "1 for each model version in a state",
-                              ["model", "version", "state"], registry=self.registry)
+                              ["model", "version", "state"], registry=self.registry, multiprocess_mode="livemax")
 
     def observe(self, api: str, model: str, method: str, code: str, seconds: float) -> None:
         self.requests.labels(api, model, method, code).inc()
@@ -34,4 +36,10 @@ class Metrics:
             self.versions.labels(model, str(version), other).set(1 if other == state else 0)
 
     def text(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers: the sum over every worker's files
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

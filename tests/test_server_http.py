@@ -411,6 +411,25 @@ def test_sigterm_lets_the_requests_in_flight_finish(export_root):
         assert "Stopped." in running.output()
 
 
+def test_two_workers_share_the_ports_sum_their_metrics_and_stop_together(export_root):
+    with serving([export_root / "base" / MODEL], "--workers", "2", log_dir=str(export_root),
+                 ready_model=MODEL) as running:
+        deadline = time.monotonic() + 120
+        while "2 workers serving." not in running.output():
+            assert running.alive() and time.monotonic() < deadline, running.output()[-2000:]
+            time.sleep(0.2)
+        workers = psutil.Process(running.process.pid).children()
+        assert len(workers) == 2
+        for _ in range(40):  # a new connection each time: the kernel spreads them over both workers
+            assert httpx.post(f"{running.url}/v1/models/{MODEL}:predict",
+                              json={"instances": [[[[0]] * 8] * 8]}).status_code == 200
+        text = httpx.get(f"{running.url}/monitoring/prometheus/metrics").text
+        assert f'serving_requests_total{{api="rest",code="OK",method="predict",model="{MODEL}"}} 40.0' in text
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=60) == 0
+        assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+
+
 def test_serve_errors_are_one_line(tmp_path, export_root):
     missing = run_cli("train.py", "serve", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: Model folder")
