@@ -157,26 +157,28 @@ class Server:
         from tests.serverutil import free_port
 
         self.rest, self.grpc = free_port(), free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log")
         self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "serve", model_dir,
                                          "--rest-port", str(self.rest), "--grpc-port", str(self.grpc), *flags],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.rest}"
-        import httpx
-
-        deadline = time.monotonic() + 120
+        # Ready when the summary is out (with --workers, when every worker serves).
+        ready = "workers serving." if "--workers" in flags else "Limits:"
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v1/models/{os.path.basename(model_dir)}", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.25)
-        raise RuntimeError("the server did not start")
+            if ready in open(self.log.name, errors="replace").read():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.25)
+        raise RuntimeError(f"the server did not start: {open(self.log.name, errors='replace').read()[-1000:]}")
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of the server and its worker processes (--workers)."""
         import psutil
 
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+        process = psutil.Process(self.process.pid)
+        return sum(t.user + t.system for t in (p.cpu_times() for p in [process, *process.children()]))
 
     def stop(self):
         self.process.terminate()
@@ -277,6 +279,22 @@ def main(argv=None) -> int:
                                   f"{cell['failed']} failed)", flush=True)
                 finally:
                     server.stop()
+            server = Server(model_dir, "--workers", "2")
+            try:
+                for api in ("rest", "grpc"):
+                    busy = server.cpu_seconds()
+                    if api == "rest":
+                        cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, 64, s["seconds"], folder)
+                    else:
+                        cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, 64, s["seconds"])
+                    cell["server_cores_busy"] = round((server.cpu_seconds() - busy) / s["seconds"], 2)
+                    cell["vs_in_process"] = cell["predictions_per_s"] / row["in_process_batched"]["predictions_per_s"]
+                    row[f"{api}_batching_on_c64_workers2"] = cell
+                    print(f"  {api:4} batching on, 2 workers, c=64 {cell['predictions_per_s']:8.0f}/s  "
+                          f"p50 {cell['p50_ms']:.2f} ms  p99 {cell['p99_ms']:.2f} ms  "
+                          f"({cell['vs_in_process']:.2f}x in-process)", flush=True)
+            finally:
+                server.stop()
             for api in ("rest", "grpc"):
                 on, off = row[f"{api}_batching_on_c64"], row[f"{api}_batching_off_c64"]
                 row[f"{api}_c64_batching_on_vs_off"] = on["predictions_per_s"] / off["predictions_per_s"]

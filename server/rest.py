@@ -14,17 +14,18 @@ Serving's status code; a bug answers 500 with one line and is logged with its tr
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 import time
 import traceback
 
+import orjson
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from server.errors import ServingError, invalid
@@ -37,7 +38,7 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 
 
 def _json(document, status: int = 200) -> Response:
-    return Response(json.dumps(document, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(document), status_code=status, media_type="application/json")
 
 
 def error_response(error: ServingError) -> Response:
@@ -76,8 +77,9 @@ def build_app(service: Service, metrics: Metrics) -> Starlette:
                 "metadata": {"signature_def": defs}}
 
     async def predict(name, version, request):
+        servable = service.servable(name, version)  # its input shape lets parse_predict take its fast path
         document = parse_json(await read_body(request, settings.max_body_bytes))
-        signature, images, columnar = parse_predict(document, "images", settings.max_instances)
+        signature, images, columnar = parse_predict(document, "images", settings.max_instances, servable.input_shape)
         _, outputs = await service.predict(name, version, signature, images)
         return format_predict(outputs, columnar)
 

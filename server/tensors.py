@@ -8,30 +8,53 @@ row is an object of them; with one, its bare value.
 
 from __future__ import annotations
 
-import json
+import itertools
 
 import numpy as np
+import orjson
 
 from server.errors import invalid
 
 _PARSE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
 
 
+
 def parse_json(body: bytes) -> dict:
+    # orjson: strict JSON, nesting capped at 1,024 levels, and about twice as fast as json on pixel arrays.
     try:
-        document = json.loads(body)
-    except RecursionError:
-        raise invalid("Malformed JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise invalid(f"Malformed JSON: {error}") from None
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise invalid(f"Malformed JSON: {str(error).splitlines()[0]}") from None
     if not isinstance(document, dict):
         raise invalid(f"The request body must be a JSON object, got {type(document).__name__}")
     return document
 
 
-def _as_float_array(value, where: str) -> np.ndarray:
+def _is_rectangular(value, shape: tuple[int, ...]) -> bool:
+    """Whether nested lists have exactly ``shape`` down to the innermost lists (whose items are not looked at)."""
+    level = [value]
+    for depth, size in enumerate(shape):
+        if not all(type(item) is list and len(item) == size for item in level):
+            return False
+        if depth < len(shape) - 1:
+            level = list(itertools.chain.from_iterable(level))
+    return True
+
+
+def _as_float_array(value, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     if isinstance(value, dict) and "b64" in value:
         raise invalid(f"{where}: b64 values are for DT_STRING inputs; images is DT_FLOAT")
+    if shape is not None and type(value) is list and value and _is_rectangular(value, (len(value), *shape)):
+        # The common case, twice as fast as np.asarray on nested lists: the shape is checked, the numbers are
+        # read in one pass.  Anything odd inside falls through to np.asarray and its error.
+        chain = itertools.chain.from_iterable
+        flat = value
+        for _ in shape:
+            flat = chain(flat)
+        try:
+            return np.fromiter(flat, np.float32, len(value) * int(np.prod(shape))).reshape(len(value), *shape)
+        except (TypeError, ValueError):
+            pass
     try:
         array = np.asarray(value, dtype=np.float32)
     except _PARSE_ERRORS as error:
@@ -48,8 +71,10 @@ def _unwrap(value, input_name: str, where: str):
     return value
 
 
-def parse_predict(document: dict, input_name: str, max_instances: int) -> tuple[str | None, np.ndarray, bool]:
-    """(signature name, the input as float32, whether the columnar format was used)."""
+def parse_predict(document: dict, input_name: str, max_instances: int,
+                  shape: tuple[int, ...] | None = None) -> tuple[str | None, np.ndarray, bool]:
+    """(signature name, the input as float32, whether the columnar format was used).  ``shape``, the model's
+    (H, W, C), lets a well-formed request take the fast path."""
     signature = document.get("signature_name")
     if signature is not None and not isinstance(signature, str):
         raise invalid("signature_name must be a string")
@@ -65,9 +90,9 @@ def parse_predict(document: dict, input_name: str, max_instances: int) -> tuple[
             raise invalid('"instances" must be a list, one entry per image')
         if len(rows) > max_instances:
             raise invalid(f"{len(rows)} instances in one request; the limit is {max_instances}")
-        array = _as_float_array([_unwrap(row, input_name, "instances") for row in rows], "instances")
+        array = _as_float_array([_unwrap(row, input_name, "instances") for row in rows], "instances", shape)
         return signature, array, False
-    array = _as_float_array(_unwrap(document["inputs"], input_name, "inputs"), "inputs")
+    array = _as_float_array(_unwrap(document["inputs"], input_name, "inputs"), "inputs", shape)
     if array.ndim >= 1 and len(array) > max_instances:
         raise invalid(f"{len(array)} images in one request; the limit is {max_instances}")
     return signature, array, True

@@ -155,6 +155,26 @@ def test_rest_formats_parse_and_answer_as_tf_serving_documents():
     assert format_predict({"scores": np.array([0.5])}, True) == {"outputs": [0.5]}
 
 
+def test_the_fast_path_for_well_formed_pixels_reads_what_numpy_reads():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 4, 3, 2)).tolist()
+    images[2][1][0][1] = 17.25  # floats and ints mixed, as JSON clients send them
+    for document in ({"instances": images}, {"inputs": {"images": images}}):
+        fast = parse_predict(document, "images", 10, (4, 3, 2))[1]
+        plain = parse_predict(document, "images", 10)[1]
+        np.testing.assert_array_equal(fast, plain)
+        assert fast.dtype == np.float32 and fast.shape == (5, 4, 3, 2)
+    odd = [[[[0, 0]] * 3] * 4]
+    odd[0][1][2] = [0, "x"]
+    with pytest.raises(ServingError, match="rectangular"):
+        parse_predict({"instances": odd}, "images", 10, (4, 3, 2))
+    odd[0][1][2] = [0, [1]]
+    with pytest.raises(ServingError, match="rectangular"):
+        parse_predict({"instances": odd}, "images", 10, (4, 3, 2))
+    wrong = parse_predict({"instances": [[[[0, 0]] * 3] * 5]}, "images", 10, (4, 3, 2))[1]
+    assert wrong.shape == (1, 5, 3, 2)  # the shape check that follows says what was expected
+
+
 @pytest.mark.parametrize("body, words", [
     (b"{", "Malformed JSON"), (b"[1]", "JSON object"), (b"[" * 50_000, "Malformed JSON"),
     (b'\xff\xfe', "Malformed JSON")])
