@@ -2,16 +2,25 @@
 """Set up the project's virtual environment on first use, then run a job in it.
 
     python3 quickstart.py train [train.py flags]   # LeNet-5 on digits -> saved_models/
-    python3 quickstart.py test  [pytest flags]     # the test suite
+    python3 quickstart.py test  [pytest flags]     # the test suite, as CI runs it
+    python3 quickstart.py docs  [--build]          # the documentation site: serve it, or build it as CI does
 
 Needs only Python >= 3.11 with pip and venv.  ``.venv`` is created when it is
 missing, and the project is (re)installed into it, at the exact versions in
 constraints.txt, whenever pyproject.toml or constraints.txt changes; otherwise
 start-up costs nothing.
+
+``test`` first fetches what two tests read and a fresh clone lacks: Debian's
+``dataset-fashion-mnist`` package, when apt-get is there and we are root (as
+in CI); elsewhere it says how to get it, and those two tests are skipped.
+``docs`` runs the tutorials whose figures are not drawn yet, then serves the
+site with ``mkdocs serve`` (http://127.0.0.1:8000), or with ``--build`` builds
+it with ``mkdocs build --strict`` and checks the tutorials' figures are in it.
 """
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +28,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
 STAMP = os.path.join(VENV, ".installed-pyproject")
 INPUTS = ("pyproject.toml", "constraints.txt")  # what the install depends on: a change to either reinstalls
-JOBS = {"train": ["train.py"], "predict": ["predict.py"], "test": ["-m", "pytest"]}
+JOBS = {"train": ["train.py"], "predict": ["predict.py"], "test": ["-m", "pytest"], "docs": None}
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; see tests/test_augment_training.py
 
 
 def venv_python() -> str:
@@ -51,12 +61,49 @@ def ensure_environment() -> str:
     return python
 
 
+def fetch_fashion_mnist() -> None:
+    """Debian's Fashion-MNIST package, for the tests that read real IDX files, when this machine can install it."""
+    if os.path.isdir(FASHION_MNIST):
+        return
+    can_install = shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0
+    if can_install:
+        print("Installing Debian's dataset-fashion-mnist for the tests that read Fashion-MNIST", flush=True)
+        done = subprocess.run("apt-get update -q && apt-get install -y -q dataset-fashion-mnist", shell=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        if done:
+            return
+    print("note: the two Fashion-MNIST tests will be skipped: "
+          + ("apt-get could not install dataset-fashion-mnist" if can_install else
+             "on Debian or Ubuntu, `sudo apt-get install dataset-fashion-mnist` gives them their data"),
+          flush=True)
+
+
+def docs(python: str, args: list[str]) -> int:
+    """Runs the tutorials that have not drawn their figures, then serves or (--build) builds the site."""
+    build = "--build" in args
+    args = [a for a in args if a != "--build"]
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    code = subprocess.call([python, os.path.join("tools", "tutorials.py"), "--missing"], cwd=ROOT)
+    if code:
+        return code
+    if not build:
+        return subprocess.call([python, "-m", "mkdocs", "serve", *args], cwd=ROOT, env=env)
+    code = subprocess.call([python, "-m", "mkdocs", "build", "--strict", *args], cwd=ROOT, env=env)
+    if code:
+        return code
+    return subprocess.call([python, os.path.join("tools", "tutorials.py"), "--check-site", "site"], cwd=ROOT)
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in JOBS:
         print(f"usage: python3 quickstart.py {{{'|'.join(JOBS)}}} [arguments for the job]", file=sys.stderr)
         return 2
     python = ensure_environment()
     job, rest = sys.argv[1], sys.argv[2:]
+    if job == "docs":
+        return docs(python, rest)
+    if job == "test":
+        fetch_fashion_mnist()
     return subprocess.call([python, *JOBS[job], *rest], cwd=ROOT)
 
 

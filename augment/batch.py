@@ -74,6 +74,14 @@ def mixup(images, labels, alpha: float = 0.2, seed: int | None = None, num_class
 
     Returns:
         (mixed float32 images, float32 soft labels summing to 1 per row).
+
+    Examples:
+        >>> import augment, numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> labels = np.array([0, 1, 2, 3])
+        >>> mixed, soft = augment.mixup(images, labels, alpha=0.2, seed=0, num_classes=10)
+        >>> mixed.shape, soft.shape  # each row of soft sums to 1
+        (TensorShape([4, 32, 32, 3]), TensorShape([4, 10]))
     """
     alpha = _check_alpha(alpha)
     images = tf.cast(images, tf.float32)
@@ -106,6 +114,14 @@ def cutmix(images, labels, alpha: float = 1.0, seed: int | None = None, num_clas
 
     Returns:
         (mixed float32 images, float32 soft labels summing to 1 per row).
+
+    Examples:
+        >>> import augment, numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> labels = np.array([0, 1, 2, 3])
+        >>> mixed, soft = augment.cutmix(images, labels, alpha=1.0, seed=0, num_classes=10)
+        >>> mixed.shape, soft.shape
+        (TensorShape([4, 32, 32, 3]), TensorShape([4, 10]))
     """
     alpha = _check_alpha(alpha)
     images = tf.cast(images, tf.float32)
@@ -147,6 +163,16 @@ def mixer(spec, *, num_classes: int | None = None, seed: int | None = None, alph
 
     Returns:
         The function, or None when ``ops`` names neither.
+
+    Examples:
+        >>> import augment, numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> labels = np.array([0, 1, 2, 3])
+        >>> import tensorflow as tf
+        >>> batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+        >>> batches = batches.map(augment.mixer("mixup", num_classes=10, seed=0))
+        >>> [tensor.shape for tensor in next(iter(batches))]
+        [TensorShape([4, 32, 32, 3]), TensorShape([4, 10])]
     """
     if isinstance(spec, str):
         spec = [part.strip().lower() for part in spec.split("+")]

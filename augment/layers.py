@@ -50,6 +50,16 @@ class RandomImageLayer(keras.layers.Layer):
 
     Subclasses implement ``augment(images)`` for a float NHWC batch whose
     height and width are known statically.
+
+    Examples:
+        >>> import augment, keras
+        >>> class Invert(augment.RandomImageLayer):
+        ...     def augment(self, images):  # a float NHWC batch of 0-255 pixels
+        ...         flip = keras.random.uniform((keras.ops.shape(images)[0], 1, 1, 1), seed=self.generator) < 0.5
+        ...         return keras.ops.where(flip, 255.0 - images, images)
+        >>> layer = Invert(seed=0)
+        >>> layer(keras.ops.zeros((2, 8, 8, 1)), training=True).shape
+        TensorShape([2, 8, 8, 1])
     """
 
     def __init__(self, seed=None, **kwargs):
@@ -121,6 +131,16 @@ class RandomCropWithPadding(RandomImageLayer):
             "symmetric".
         fill_value: pixel value for constant padding.
         seed: integer seed for repeatable crops.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.RandomCropWithPadding(padding=4, seed=0)  # the CIFAR recipe
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, padding=4, fill_mode="constant", fill_value=0.0, seed=None, **kwargs):
@@ -187,6 +207,16 @@ class RandomErasing(RandomImageLayer):
         aspect: (min, max) aspect ratio of the box.
         fill: "random" for uniform 0-255 noise, or a pixel value.
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.RandomErasing(probability=0.5, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, probability=0.5, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3), fill="random", seed=None,
@@ -235,6 +265,16 @@ class Cutout(RandomImageLayer):
         probability: chance that an image gets a square.
         fill: a pixel value, or "random" for uniform noise.
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.Cutout(size=8, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, size=16, probability=1.0, fill=127.5, seed=None, **kwargs):
@@ -280,6 +320,14 @@ def fit_pca(images, max_pixels: int = 1_000_000, seed: int = 0):
 
     Raises:
         ValueError: the images are not RGB.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> eigenvalues, eigenvectors = augment.fit_pca(images)
+        >>> eigenvalues.shape, eigenvectors.shape
+        ((3,), (3, 3))
     """
     images = images if hasattr(images, "shape") else np.asarray(images)
     if len(images.shape) != 4 or images.shape[-1] != 3:
@@ -321,6 +369,15 @@ class PCAColorJitter(RandomImageLayer):
 
     Raises:
         ValueError: when built for images that do not have 3 channels.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> eigenvalues, eigenvectors = augment.fit_pca(images)  # the training images' colour statistics
+        >>> layer = augment.PCAColorJitter(eigenvalues, eigenvectors, std=0.1, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
     """
 
     def __init__(self, eigenvalues=IMAGENET_EIGENVALUES, eigenvectors=IMAGENET_EIGENVECTORS, std=0.1, seed=None,
@@ -369,6 +426,16 @@ class PixelNoise(RandomImageLayer):
     Args:
         stddev: noise standard deviation in pixel values.
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.PixelNoise(stddev=8.0, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, stddev=8.0, seed=None, **kwargs):
@@ -397,6 +464,16 @@ class RandomSaturation(RandomImageLayer):
     Args:
         factor: largest relative change (0.4: from 60% to 140% saturation).
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.RandomSaturation(factor=0.4, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, factor=0.4, seed=None, **kwargs):
@@ -441,6 +518,16 @@ class ElasticDistortion(RandomImageLayer):
         sigma: smoothness of the field in pixels (the paper's is 4 on 28x28).
         magnitude: standard deviation of each pixel's displacement, in pixels.
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.ElasticDistortion(seed=0)  # the 28x28 setting, scaled to 32x32
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, sigma=4.0, magnitude=1.4, seed=None, **kwargs):

@@ -79,7 +79,13 @@ NO_FLIP_DATASETS = frozenset({"digits", "mnist", "emnist", "kmnist", "svhn", "sv
 
 def default_flips(dataset_name: str) -> bool:
     """False for digit and character datasets ("digits", "mnist", ...), True
-    otherwise; "tfds:" prefixes are ignored.  Fashion-MNIST mirrors fine."""
+    otherwise; "tfds:" prefixes are ignored.  Fashion-MNIST mirrors fine.
+
+    Examples:
+        >>> import augment
+        >>> augment.default_flips("mnist"), augment.default_flips("cifar10")
+        (False, True)
+    """
     name = dataset_name.lower().removeprefix("tfds:").split("/")[0]
     return name not in NO_FLIP_DATASETS
 
@@ -235,7 +241,13 @@ COLOUR_ONLY = frozenset({"saturation", "hue", "pca"})
 
 
 def names() -> list[str]:
-    """Every word a spec may use: policies, components, batch ops."""
+    """Every word a spec may use: policies, components, batch ops.
+
+    Examples:
+        >>> import augment
+        >>> augment.names()[:4]
+        ['none', 'light', 'standard', 'strong']
+    """
     return [*POLICIES, *COMPONENTS, *BATCH_OPS]
 
 
@@ -245,6 +257,11 @@ def parse(spec: str) -> tuple[dict[str, float], list[str]]:
     Raises:
         ValueError: an empty or unknown part, named in the message with
             close matches and the valid names.
+
+    Examples:
+        >>> import augment
+        >>> augment.parse("standard+erasing+mixup")
+        ({'flip': 1.0, 'crop': 1.0, 'erasing': 1.0}, ['mixup'])
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"Empty augmentation spec {spec!r}; valid: {', '.join(names())}")
@@ -302,6 +319,15 @@ class Augmentation(keras.Sequential):
     Keras' own random layers default to ``training=True`` when called
     directly; this container passes its own default down instead, so
     ``policy_layer(images)`` never augments by accident.
+
+    Examples:
+        >>> import augment, numpy as np
+        >>> stage = augment.policy("light", input_shape=(28, 28, 1), flips=False, seed=0)
+        >>> isinstance(stage, augment.Augmentation), [layer.name for layer in stage.layers]
+        (True, ['crop'])
+        >>> images = np.zeros((2, 28, 28, 1), "float32")
+        >>> bool((stage(images) == images).numpy().all())  # called without training=True: unchanged
+        True
     """
 
     def call(self, inputs, training=False, mask=None, **kwargs):
@@ -326,6 +352,14 @@ def policy(spec: str, *, input_shape, flips: bool = True, seed: int | None = Non
 
     Raises:
         ValueError: unknown names, or a colour-only component on grey images.
+
+    Examples:
+        >>> import augment, numpy as np
+        >>> stage = augment.policy("standard+erasing", input_shape=(32, 32, 3), seed=0)
+        >>> [layer.name for layer in stage.layers]
+        ['crop', 'flip', 'erasing']
+        >>> stage(np.zeros((8, 32, 32, 3), "float32"), training=True).shape
+        TensorShape([8, 32, 32, 3])
     """
     chosen = _resolve(spec, input_shape, flips, seed, pca)
     if not chosen:
@@ -335,7 +369,15 @@ def policy(spec: str, *, input_shape, flips: bool = True, seed: int | None = Non
 
 
 def describe(spec: str, *, input_shape=(32, 32, 3), flips: bool = True) -> str:
-    """What ``spec`` does at ``input_shape``, one component per line."""
+    """What ``spec`` does at ``input_shape``, one component per line.
+
+    Examples:
+        >>> import augment
+        >>> print(augment.describe("light", input_shape=(28, 28, 1)))
+        light at 28x28x1:
+          crop: pad 2 px with zeros, then a random 28x28 window
+          flip: mirror left-right with probability 0.5
+    """
     chosen = _resolve(spec, input_shape, flips, seed=None)
     _, batch_ops = parse(spec)
     shape = "x".join(str(d) for d in input_shape)

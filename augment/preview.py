@@ -38,6 +38,14 @@ def save_grid(images, policy_layer, path, rows: int = 4, cols: int = 8, seed: in
 
     Returns:
         ``path``.
+
+    Examples:
+        >>> import augment, numpy as np, os, tempfile
+        >>> images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("uint8")
+        >>> stage = augment.policy("strong", input_shape=(32, 32, 3), seed=0)
+        >>> path = augment.save_grid(images, stage, os.path.join(tempfile.mkdtemp(), "strong.png"), rows=2, cols=4)
+        >>> os.path.exists(path)
+        True
     """
     import matplotlib
 

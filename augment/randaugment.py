@@ -152,6 +152,16 @@ class RandAugment(RandomImageLayer):
         fill_value: pixel value of areas uncovered by geometric operations
             (128, as the reference implementation).
         seed: integer seed.
+
+    Examples:
+        >>> import augment
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> layer = augment.RandAugment(num_ops=2, magnitude=9, seed=0)
+        >>> layer(images, training=True).shape
+        TensorShape([4, 32, 32, 3])
+        >>> bool((layer(images) == images).numpy().all())  # the identity unless training
+        True
     """
 
     def __init__(self, num_ops=2, magnitude=9.0, operations=None, fill_value=128.0, seed=None, **kwargs):

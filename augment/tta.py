@@ -89,6 +89,14 @@ def predict_tta(model, images, mode: str = "flip", *, batch_size: int = 256, fli
 
     Returns:
         (N, num_classes) float32 probabilities; rows sum to 1.
+
+    Examples:
+        >>> import augment, keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+        ...                           keras.layers.Dense(5, activation="softmax")])
+        >>> images = np.zeros((6, 32, 32, 3), "float32")
+        >>> augment.predict_tta(model, images, mode="flip").shape  # each image and its mirror, averaged
+        (6, 5)
     """
     images = images if hasattr(images, "shape") else np.asarray(images)
     count = _view_count(images.shape[1:], mode, flips)  # a bad mode or shape fails here, before predicting

@@ -164,7 +164,8 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv) -> int:
+def build_parser():
+    """``train.py compare``: the training flags and a Compare group."""
     parser = config_module.build_parser()
     parser.prog = "train.py compare"
     parser.description = "Train several models or option sets on the same data and seed; one table, one plot."
@@ -174,6 +175,11 @@ def main(argv) -> int:
                        help="one option set per --set, e.g. --set batch_norm=true --set batch_norm=false")
     group.add_argument("--name", help="comparison folder under --runs-dir (default: compare-DATASET)")
     parser.set_defaults(export=False)
+    return parser
+
+
+def main(argv) -> int:
+    parser = build_parser()
     config, args = config_module.resolve_config(argv, parser)
     if config["backbone"]:
         raise UserError("compare trains zoo models (--models); it does not take --backbone")

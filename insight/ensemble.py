@@ -111,8 +111,8 @@ def common_test_split(members: list[tuple[str, dict]]):
     return run.load_data(config, run.load_backbone(config)).arrays["test"], None
 
 
-def main(argv) -> int:
-
+def build_parser() -> argparse.ArgumentParser:
+    """``train.py ensemble``'s own parser (it takes no training flags)."""
     parser = argparse.ArgumentParser(prog="train.py ensemble", description=(
         "Average the predicted probabilities of several exports and export the average as one SavedModel."))
     parser.add_argument("members", nargs="+", metavar="EXPORT", help="saved_models/NAME[/VERSION] of each member")
@@ -120,7 +120,11 @@ def main(argv) -> int:
     parser.add_argument("--export-dir", default=DEFAULTS["export_dir"], help="SavedModel root")
     parser.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                         help="score members and ensemble on their common test split (needs their run directories)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv) -> int:
+    args = build_parser().parse_args(argv)
     members, models = load_members(args.members)
     names = [os.path.basename(os.path.dirname(version_dir)) for version_dir, _ in members]
     ensemble = build_ensemble(models, name=args.name.replace("-", "_"))

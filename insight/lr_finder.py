@@ -155,7 +155,8 @@ def next_command(argv: list[str], lr: float) -> str:
     return " ".join(["python train.py", *kept, "--lr", f"{lr:.2g}"])
 
 
-def main(argv) -> int:
+def build_parser():
+    """``train.py find-lr``: the training flags and a Learning-rate finder group."""
     parser = config_module.build_parser()
     parser.prog = "train.py find-lr"
     parser.description = ("Learning-rate range test: sweep the rate exponentially over --steps training steps of "
@@ -164,6 +165,11 @@ def main(argv) -> int:
     group.add_argument("--steps", type=int, default=200, help="training steps of the sweep")
     group.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate")
     group.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
+    return parser
+
+
+def main(argv) -> int:
+    parser = build_parser()
     config, args = config_module.resolve_config(argv, parser)
     name = config["run_name"] or config_module.default_run_name(config)
     folder = os.path.join(config["runs_dir"], "lr_finder", name)

@@ -59,7 +59,7 @@ DEFAULTS = {
 # (training accuracy 1.000, validation 0.983).  Augmentation and twice the epochs, still under a minute on two
 # cores, took test accuracy on seeds 0-2 from 0.9833 to 0.9898 with shifts of up to a tenth of the image
 # ("translate") and to 0.9916 with Simard et al.'s elastic distortion, the augmentation made for handwritten digits
-# (on seeds 3-5, 0.9889 against translate's 0.9898: over six seeds, 21 errors against 22; README, "Quick start").
+# (on seeds 3-5, 0.9889 against translate's 0.9898: over six seeds, 21 errors against 22; docs/experiment-log.md).
 DATASET_DEFAULTS = {
     "digits": {"augment": "elastic", "epochs": 60},
 }

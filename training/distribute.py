@@ -36,7 +36,7 @@ def read_tf_config() -> dict:
     if not text:
         raise UserError("--strategy multi_worker needs TF_CONFIG, e.g. "
                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                        '"task": {"type": "worker", "index": 0}} (see README, Distributed training)')
+                        '"task": {"type": "worker", "index": 0}} (see docs/concepts/distributed.md)')
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]

@@ -63,7 +63,8 @@ def run_split(version_dir: str, metadata: dict):
     return data
 
 
-def main(argv) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``train.py export``'s own parser (it takes no training flags)."""
     parser = argparse.ArgumentParser(
         prog="train.py export",
         description="Convert an export to TFLite (float32, float16, int8) and ONNX, and score each on the run's "
@@ -75,7 +76,11 @@ def main(argv) -> int:
     parser.add_argument("--calibration-images", type=int, default=formats.CALIBRATION_IMAGES,
                         help="training images that calibrate the int8 file")
     parser.add_argument("--repeats", type=int, default=100, help="batch-1 calls timed for each median latency")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv) -> int:
+    args = build_parser().parse_args(argv)
     names = formats.parse_formats(args.formats)
     formats.require_runtimes(names)
     for flag, value in (("--calibration-images", args.calibration_images), ("--repeats", args.repeats)):

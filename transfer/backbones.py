@@ -65,6 +65,12 @@ class ImagenetPreprocessing(keras.layers.Layer):
 
     Being a layer, it travels with the model into ``.keras`` files and
     SavedModel exports, so a served model takes raw pixels.
+
+    Examples:
+        >>> import transfer, numpy as np
+        >>> layer = transfer.ImagenetPreprocessing("torch")  # /255, then ImageNet's mean and std per channel
+        >>> layer(np.full((1, 2, 2, 3), 255.0, "float32")).numpy()[0, 0, 0].round(2)
+        array([2.25, 2.43, 2.64], dtype=float32)
     """
 
     def __init__(self, mode: str = "caffe", **kwargs):
@@ -112,6 +118,12 @@ class BackboneSpec:
             (EfficientNet B0-B7, tensorflow/tensorflow#49930); a model built from a
             local ImageNet ``.h5`` file gets the same effect folded into its
             normalization variance.
+
+    Examples:
+        >>> import transfer
+        >>> spec = transfer.BACKBONES["mobilenet_v2"]
+        >>> spec.input_size, spec.preprocessing, spec.fine_tune_from
+        (224, 'tf', 'block_16_')
     """
 
     constructor: Callable
@@ -209,6 +221,13 @@ class Backbone:
         fine_tune_from: layer-name prefix where fine-tuning usually starts.
         source: what it was loaded from (a name or a path).
         paper: citation, where known.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> isinstance(backbone, transfer.Backbone), backbone.input_shape
+        (True, (32, 32, 1))
+        >>> network = transfer.classifier_network(backbone, 5)  # preprocessing -> features -> a new head
     """
 
     name: str
@@ -227,6 +246,13 @@ class Backbone:
 
 
 def names() -> list[str]:
+    """The keras.applications backbones ``BACKBONES`` describes, by name.
+
+    Examples:
+        >>> import transfer
+        >>> "mobilenet_v2" in transfer.names(), "efficientnet_b0" in transfer.names()
+        (True, True)
+    """
     return sorted(BACKBONES)
 
 
@@ -290,7 +316,15 @@ def _saved_backbone(parts, source: str) -> Backbone:
 
 
 def is_architecture(source) -> bool:
-    """Whether ``source`` names an architecture (a ``BACKBONES`` or zoo name) rather than a file with weights."""
+    """Whether ``source`` names an architecture (a ``BACKBONES`` or zoo name) rather than a file with weights.
+
+    Examples:
+        >>> import transfer
+        >>> transfer.is_architecture("mobilenet_v2"), transfer.is_architecture("resnet20")
+        (True, True)
+        >>> transfer.is_architecture("saved_models/lenet5-digits")
+        False
+    """
     source = os.fspath(source)
     return source in BACKBONES or source in zoo.MODELS or (
         source.startswith(ZOO_PREFIX) and source[len(ZOO_PREFIX):] in zoo.MODELS)
@@ -315,6 +349,13 @@ def load_backbone(source, *, input_shape=None, weights="imagenet") -> Backbone:
     Raises:
         UserError: unknown name, missing path or weights file, ImageNet weights
             neither cached nor downloadable, a file that is not this toolkit's.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> backbone.name, backbone.fine_tune_from, backbone.features.output.shape
+        ('lenet5_modern', 'c5_conv', (None, 1, 1, 120))
+        >>> mobilenet = transfer.load_backbone("mobilenet_v2", input_shape=(160, 160, 3))  # doctest: +SKIP
     """
     source = os.fspath(source)
     if isinstance(weights, str) and weights.lower() == "none":

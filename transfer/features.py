@@ -26,7 +26,14 @@ from transfer.probe import fit_probe, pool
 
 def feature_extractor(backbone) -> keras.Model:
     """Raw 0-255 images -> the backbone's features, in inference mode (built once per backbone,
-    so repeated extraction reuses one compiled predict function)."""
+    so repeated extraction reuses one compiled predict function).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> transfer.feature_extractor(backbone).output.shape  # raw pixels in, features out
+        (None, 1, 1, 120)
+    """
     if backbone._extractor is not None:
         return backbone._extractor
     inputs = keras.Input(shape=tuple(backbone.input_shape), dtype="float32", name="image")
@@ -39,7 +46,17 @@ def extract_features(backbone, raw_images, batch_size: int = 64, *, split: str =
     """The backbone's features for raw 0-255 images (N, H, W, C), as float32.
 
     A progress line (stderr) names ``split`` when this takes more than a
-    second: a large backbone on a few thousand photos takes minutes on a CPU."""
+    second: a large backbone on a few thousand photos takes minutes on a CPU.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> transfer.extract_features(backbone, images).shape
+        (20, 1, 1, 120)
+    """
     images = raw_images if hasattr(raw_images, "shape") else np.asarray(raw_images)
     if len(images.shape) != 4 or tuple(images.shape[1:]) != tuple(backbone.input_shape):
         raise ValueError(f"backbone {backbone.name!r} takes images of shape (N, "
@@ -99,7 +116,13 @@ def _remove(path: str) -> None:
 
 
 def pooled(features: np.ndarray) -> np.ndarray:
-    """One vector per example: feature maps averaged over their positions."""
+    """One vector per example: feature maps averaged over their positions.
+
+    Examples:
+        >>> import transfer, numpy as np
+        >>> transfer.pooled(np.ones((4, 7, 7, 32), "float32")).shape
+        (4, 32)
+    """
     return pool(features, "avg")
 
 
@@ -118,6 +141,15 @@ def sklearn_baseline(backbone, data, *, batch_size: int = 64, max_iter: int = 10
     Returns:
         ``{"train_accuracy", "val_accuracy", "test_accuracy"}`` (None for an
         empty split), ``"feature_dim"`` and ``"classifier"``.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import imagesets
+        >>> data = imagesets.load("digits", image_size=(32, 32))
+        >>> scores = transfer.sklearn_baseline(backbone, data)  # random features: a floor, not a result
+        >>> sorted(scores)
+        ['classifier', 'feature_dim', 'test_accuracy', 'train_accuracy', 'val_accuracy']
     """
     splits = [split for split in ("train", "val", "test") if split in data.arrays]
     vectors = {split: (pool(extract_features(backbone, data.arrays[split][0], batch_size, split=split)),

@@ -42,6 +42,18 @@ class ProbeStart:
         features: {split: backbone features} for "train" and "val" (the fast path trains on them).
         vectors: {split: (pooled vectors, labels)} the probe is scored on.
         how: how the head took the probe (``transfer.probe.initialize_head``).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> head = transfer.head_model(backbone.features.output.shape[1:], 2)
+        >>> arrays = {"train": (images, labels), "val": (images[:6], labels[:6])}
+        >>> start = transfer.start_from_probe(backbone, head, arrays, 2, score_test=False)
+        >>> isinstance(start, transfer.ProbeStart), start.features["train"].shape
+        (True, (20, 1, 1, 120))
     """
 
     probe: Probe
@@ -74,6 +86,18 @@ def start_from_probe(backbone, head, arrays: dict, num_classes: int, *, fit_on_v
         class_weight: scikit-learn's ``class_weight`` for the probe.
         score_test: also score the probe on the test split, now, while the backbone is still the
             pretrained one (fine-tuning changes it in place).  A search trial never looks at it.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> head = transfer.head_model(backbone.features.output.shape[1:], 2)
+        >>> arrays = {"train": (images, labels), "val": (images[:6], labels[:6])}
+        >>> start = transfer.start_from_probe(backbone, head, arrays, 2, score_test=False)
+        >>> start.how, sorted(start.features)
+        ('linear', ['train', 'val'])
     """
     splits = ("train", "val", "test") if score_test and "test" in arrays else ("train", "val")
     features = {split: extract_features(backbone, arrays[split][0], split=split) for split in splits}
@@ -94,7 +118,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def cross_entropy(probabilities: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> float | None:
     """Mean cross-entropy against one-hot targets smoothed by ``label_smoothing`` (Keras'
-    ``CategoricalCrossentropy(label_smoothing=...)``, the run's own loss); None for no examples."""
+    ``CategoricalCrossentropy(label_smoothing=...)``, the run's own loss); None for no examples.
+
+    Examples:
+        >>> import transfer, numpy as np
+        >>> round(transfer.cross_entropy(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])), 4)
+        0.1643
+    """
     labels = np.asarray(labels).astype(int)
     if not len(labels):
         return None
@@ -117,6 +147,13 @@ def choose(network: tuple, probe: tuple, *, ties_by_loss: bool = True) -> str:
     there, so a tie is no evidence against it.  On bench/bench_transfer.py,
     with one or two validation images a class, every switch to the probe
     lost 4 to 9 points on the test split.
+
+    Examples:
+        >>> import transfer
+        >>> transfer.choose(network=(0.90, 0.30), probe=(0.90, 0.35))  # a tie in accuracy: the lower loss
+        'network'
+        >>> transfer.choose(network=(0.80, 0.30), probe=(0.90, 0.50))
+        'probe'
     """
     (network_accuracy, network_loss), (probe_accuracy, probe_loss) = network, probe
     if probe_accuracy is None or network_accuracy > probe_accuracy:
@@ -136,6 +173,12 @@ def unfreeze_top(backbone, policy: str) -> str:
     Raises:
         ValueError: a malformed policy, or one that leaves no backbone weight to
             train (batch norm always stays frozen, so ``from:c5_bn`` trains nothing).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> transfer.unfreeze_top(backbone, "from:auto")  # the backbone's usual point: its fine_tune_from
+        'from:c5_conv'
     """
     if policy == "from:auto":
         policy = f"from:{backbone.fine_tune_from}" if backbone.fine_tune_from else "fraction:0.3"

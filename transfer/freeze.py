@@ -54,7 +54,15 @@ def _children(layer) -> list:
 
 def leaf_layers(model) -> list[tuple[keras.layers.Layer, tuple[str, ...]]]:
     """Every layer that is not a container, in order, with the names of the
-    sub-models enclosing it (outermost first, ``model`` itself left out)."""
+    sub-models enclosing it (outermost first, ``model`` itself left out).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> network = transfer.classifier_network(backbone, 3)
+        >>> [(layer.name, path) for layer, path in transfer.leaf_layers(network)][:2]
+        [('c1_conv', ('backbone', 'lenet5_modern')), ('c1_act', ('backbone', 'lenet5_modern'))]
+    """
     leaves = []
 
     def visit(layer, parents):
@@ -199,6 +207,14 @@ def freeze(model, policy: str = "all", *, fine_tune_from: str | None = None):
     Raises:
         ValueError: a malformed policy (the message lists the valid forms), or
             one that names no layer of the model.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> print(transfer.describe_freeze(transfer.freeze(backbone.features, "all")))
+        trainable 0 / frozen 50,692 parameters
+        >>> print(transfer.describe_freeze(transfer.freeze(backbone.features, "last:2")))
+        trainable 50,536 / frozen 156 parameters
     """
     if hasattr(model, "features") and hasattr(model, "fine_tune_from"):  # a transfer.Backbone
         fine_tune_from = fine_tune_from or model.fine_tune_from
@@ -222,7 +238,15 @@ def _apply(model, mask: list[bool]):
 def unfreeze(model, from_: int | str):
     """Trains ``model`` from a leaf-layer index or a layer-name prefix on (all
     frozen before it, batch norm frozen throughout); the Keras guides'
-    ``for layer in base.layers[:N]: layer.trainable = False``."""
+    ``for layer in base.layers[:N]: layer.trainable = False``.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> _ = transfer.freeze(backbone.features, "all")
+        >>> print(transfer.describe_freeze(transfer.unfreeze(backbone.features, "c5")))
+        trainable 48,120 / frozen 2,572 parameters
+    """
     if isinstance(from_, str):
         return freeze(model, f"from:{from_}")
     features = getattr(model, "features", model)
@@ -234,14 +258,28 @@ def unfreeze(model, from_: int | str):
 
 def parameter_counts(model) -> tuple[int, int]:
     """(trainable, frozen) parameter counts; frozen includes batch-norm statistics,
-    as in ``model.summary()``'s non-trainable count."""
+    as in ``model.summary()``'s non-trainable count.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> transfer.parameter_counts(transfer.freeze(backbone.features, "all"))
+        (0, 50692)
+    """
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return trainable, frozen
 
 
 def describe_freeze(model) -> str:
-    """One line, e.g. ``trainable 1,234,567 / frozen 2,345,678 parameters``."""
+    """One line, e.g. ``trainable 1,234,567 / frozen 2,345,678 parameters``.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> print(transfer.describe_freeze(backbone.features))
+        trainable 50,692 / frozen 0 parameters
+    """
     trainable, frozen = parameter_counts(model)
     return f"trainable {trainable:,} / frozen {frozen:,} parameters"
 
@@ -262,6 +300,13 @@ def discriminative_multipliers(model, lowest: float) -> dict[str, float]:
 
     Returns:
         {variable path: factor} for the use of ``training.optim.make_optimizer``.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> _ = transfer.freeze(backbone.features, "last:2")
+        >>> transfer.discriminative_multipliers(backbone.features, 0.01)
+        {'c3_conv/kernel': 0.01, 'c3_conv/bias': 0.01, 'c5_conv/kernel': 0.1, 'c5_conv/bias': 0.1}
     """
     if not 0.0 < float(lowest) <= 1.0:
         raise ValueError(f"the lowest learning-rate factor must be in (0, 1], got {lowest!r}")

@@ -29,6 +29,15 @@ class InferenceMode(keras.layers.Layer):
     Calling the backbone inside this layer keeps batch norm (and dropout) in
     inference mode in every phase; which weights train is still set by
     ``trainable`` (see ``transfer.freeze``).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import keras
+        >>> inputs = keras.Input((32, 32, 1))
+        >>> features = transfer.InferenceMode(backbone.features)(inputs)  # batch norm stays in inference mode
+        >>> keras.Model(inputs, features).output.shape
+        (None, 1, 1, 120)
     """
 
     def __init__(self, backbone: keras.Model, **kwargs):
@@ -64,6 +73,12 @@ class Standardize(keras.layers.Layer):
     Starts as the identity; ``transfer.probe.initialize_head`` sets the
     statistics of the training features.  Weights rather than constructor
     arguments, so setting them needs no rebuild and they travel in weight files.
+
+    Examples:
+        >>> import transfer, numpy as np
+        >>> layer = transfer.Standardize()
+        >>> layer(np.array([[1.0, 2.0]], "float32")).numpy()  # the identity until the probe's statistics are set
+        array([[1., 2.]], dtype=float32)
     """
 
     def build(self, input_shape):
@@ -93,6 +108,12 @@ def head_model(feature_shape, num_classes: int, *, dropout: float = 0.2, hidden=
         hidden: widths of hidden layers, e.g. (256,); () for a linear head.
         pooling: for feature maps: "avg", "max" or "flatten".
         name: model name.
+
+    Examples:
+        >>> import transfer
+        >>> head = transfer.head_model((5, 5, 16), 3, dropout=0.2, hidden=(64,))
+        >>> head.output.shape, [layer.name for layer in head.layers][:3]
+        ((None, 3), ['features', 'head_pool', 'head_standardize'])
     """
     feature_shape = tuple(int(d) for d in feature_shape)
     if pooling not in HEAD_POOLINGS:
@@ -135,6 +156,13 @@ def classifier_network(backbone, num_classes: int | None = None, *, head: keras.
         head: an existing head (e.g. one trained on cached features) to reuse.
         name: network name; default "<backbone>_transfer".
         **head_options: ``head_model`` options (dropout, hidden, pooling).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> network = transfer.classifier_network(backbone, 3)
+        >>> [layer.name for layer in network.layers], network.output.shape
+        (['preprocessed', 'backbone', 'head'], (None, 3))
     """
     if head is None:
         if num_classes is None:

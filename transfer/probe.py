@@ -36,7 +36,19 @@ ABSENT_CLASS_LOGIT = -10.0
 
 @dataclasses.dataclass
 class Probe:
-    """A linear classifier on standardized vectors: ``logits = (x - mean) * inverse_std @ kernel + bias``."""
+    """A linear classifier on standardized vectors: ``logits = (x - mean) * inverse_std @ kernel + bias``.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> vectors = transfer.pooled(transfer.extract_features(backbone, images))
+        >>> probe = transfer.fit_probe(vectors, labels, 2)
+        >>> isinstance(probe, transfer.Probe), probe.mean.shape
+        (True, (120,))
+    """
 
     mean: np.ndarray
     inverse_std: np.ndarray
@@ -125,6 +137,17 @@ def fit_probe(vectors_: np.ndarray, labels: np.ndarray, num_classes: int, *, cla
         labels: (N,) integer labels.
         num_classes: classes of the head (a class absent from ``labels`` is never predicted).
         class_weight: scikit-learn's ``class_weight`` ("balanced" or None).
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> vectors = transfer.pooled(transfer.extract_features(backbone, images))
+        >>> probe = transfer.fit_probe(vectors, labels, 2)
+        >>> probe.kernel.shape, probe.predict(vectors).shape  # a class id per vector
+        ((120, 2), (20,))
     """
     x = np.asarray(vectors_, np.float64)
     labels = np.asarray(labels).astype(int)
@@ -158,6 +181,18 @@ def initialize_head(head: keras.Model, probe: Probe, vectors_: np.ndarray | None
     ``vectors_`` and ``labels`` (the training vectors) are needed only for a
     head whose hidden layers are narrower than twice the class count: its
     output layer is then fitted as a probe of those layers' activations.
+
+    Examples:
+        >>> import transfer
+        >>> backbone = transfer.load_backbone("zoo:lenet5_modern", input_shape=(32, 32, 1), weights=None)
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 1)).astype("uint8")
+        >>> labels = np.arange(20) % 2
+        >>> features = transfer.extract_features(backbone, images)
+        >>> probe = transfer.fit_probe(transfer.pooled(features), labels, 2)
+        >>> head = transfer.head_model(features.shape[1:], 2)
+        >>> transfer.initialize_head(head, probe)  # the head now predicts what the probe does
+        'linear'
     """
     head.get_layer("head_standardize").set_weights([probe.mean.astype(np.float32),
                                                     probe.inverse_std.astype(np.float32)])

@@ -29,7 +29,7 @@ Examples:
   python train.py search --backbone saved_models/fashion --tuner hyperband --trial-epochs 9
 Distributed: start the chief with KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=<chief address>
 KERASTUNER_ORACLE_PORT=<port>, and each worker with the same command, the same two address variables and
-KERASTUNER_TUNER_ID=tuner0, tuner1, ... (see the README). A worker silent for --worker-timeout seconds is
+KERASTUNER_TUNER_ID=tuner0, tuner1, ... (see docs/guides/search.md). A worker silent for --worker-timeout seconds is
 dropped and its trial given to another."""
 
 

@@ -25,15 +25,39 @@ MODELS: dict[str, Variant] = {v.name: v for family in _FAMILIES for v in family.
 
 
 def names() -> list[str]:
+    """Every registered model name, sorted.
+
+    Examples:
+        >>> import zoo
+        >>> zoo.names()[:4]
+        ['alexnet', 'alexnet_small', 'googlenet', 'inception_small']
+    """
     return sorted(MODELS)
 
 
 def list_models() -> list[Variant]:
+    """Every registry entry (a ``Variant``), sorted by name.
+
+    Examples:
+        >>> import zoo
+        >>> [variant.name for variant in zoo.list_models() if variant.builder.__name__ == "wide_resnet"]
+        ['wrn16_4', 'wrn16_8', 'wrn28_10', 'wrn28_10_dropout', 'wrn40_4']
+    """
     return [MODELS[n] for n in names()]
 
 
 def get(name: str) -> Variant:
-    """The registry entry for ``name``; unknown names get close-match suggestions."""
+    """The registry entry for ``name``; unknown names get close-match suggestions.
+
+    Examples:
+        >>> import zoo
+        >>> variant = zoo.get("resnet56")
+        >>> variant.paper, variant.input_shape, variant.defaults["depth"]
+        ('He et al. 2015', (32, 32, 3), 56)
+        >>> zoo.get("resnt56")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: Unknown model 'resnt56'; did you mean resnet56, ...
+    """
     try:
         return MODELS[name]
     except KeyError:
@@ -43,7 +67,13 @@ def get(name: str) -> Variant:
 
 
 def options(name: str) -> list[str]:
-    """The keyword options the model ``name`` accepts."""
+    """The keyword options the model ``name`` accepts.
+
+    Examples:
+        >>> import zoo
+        >>> zoo.options("wrn16_4")[-4:]
+        ['depth', 'widen_factor', 'block_dropout', 'name']
+    """
     params = inspect.signature(get(name).builder).parameters
     return [p for p, spec in params.items() if spec.kind is inspect.Parameter.KEYWORD_ONLY]
 
@@ -60,6 +90,14 @@ def build(name: str, /, input_shape=None, num_classes: int = 10, **overrides):
 
     Raises:
         ValueError: unknown name, or an option this model does not take.
+
+    Examples:
+        >>> import zoo
+        >>> model = zoo.build("lenet5", input_shape=(32, 32, 1), num_classes=10)
+        >>> model.name, model.output.shape
+        ('lenet5', (None, 10))
+        >>> zoo.build("resnet20", num_classes=100, width=0.5, dropout=None).output.shape  # None keeps the default
+        (None, 100)
     """
     variant = get(name)
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -117,6 +117,12 @@ def alexnet(
             (after every convolution) or None.
         grouped: the two-GPU split, ``groups=2`` on conv2, conv4 and conv5.
         name: model name.
+
+    Examples:
+        >>> from zoo.alexnet import alexnet
+        >>> model = alexnet((227, 227, 3), 1000)
+        >>> model.count_params()  # the two-GPU split kept as grouped convolutions
+        60965224
     """
     norm = _resolve(normalization, batch_norm)
     if len(input_shape) != 3 or min(input_shape[:2]) < ALEXNET_MIN_INPUT:
@@ -182,6 +188,14 @@ def alexnet_small(
         width: multiplier on the conv and hidden FC widths.
         normalization: "lrn" (paper), "batch_norm" or None.
         name: model name.
+
+    Examples:
+        >>> from zoo.alexnet import alexnet_small
+        >>> model = alexnet_small((32, 32, 3), 10)
+        >>> model.output.shape
+        (None, 10)
+        >>> alexnet_small((32, 32, 3), 10, include_top=False, pooling="avg").output.shape
+        (None, 64)
     """
     norm = _resolve(normalization, batch_norm)
     if len(input_shape) != 3:

@@ -199,6 +199,12 @@ def googlenet(
 
     Raises:
         ValueError: a bad option, or an input too small for the aux classifiers.
+
+    Examples:
+        >>> from zoo.inception import googlenet
+        >>> model = googlenet((224, 224, 3), 1000)
+        >>> model.get_layer("inception_4a_3x3_conv").filters  # Table 1, row 4a, "#3x3"
+        208
     """
     _check_input(input_shape, "googlenet")
     if aux_classifiers and not include_top:
@@ -273,6 +279,14 @@ def inception_small(
         activation, kernel_initializer, l1, l2: as for every zoo builder.
         width: multiplier on every convolution's width.
         name: model name.
+
+    Examples:
+        >>> from zoo.inception import inception_small
+        >>> model = inception_small((32, 32, 3), 10)
+        >>> model.count_params() > 1_600_000
+        True
+        >>> inception_small((32, 32, 3), 10, include_top=False, pooling="avg").output.shape
+        (None, 336)
     """
     _check_input(input_shape, "inception_small")
     kit = LayerKit(activation=activation, batch_norm=batch_norm, kernel_initializer=kernel_initializer, l1=l1, l2=l2)

@@ -179,6 +179,16 @@ def lenet5(
             (Table I is defined for 6 and 16 maps), so every width builds.
         output: "rbf" (the paper's Euclidean RBF units) or "dense" (softmax layer).
         name: model name.
+
+    Examples:
+        >>> from zoo.lenet import lenet5
+        >>> model = lenet5((32, 32, 1), 10)
+        >>> model.count_params()  # the paper's 60,840 trainable parameters
+        60840
+        >>> modern = lenet5((32, 32, 1), 10, activation="relu", subsampling="max", connection_table=False,
+        ...                 output="dense", kernel_initializer="he")  # zoo.build("lenet5_modern")
+        >>> modern.count_params()
+        61706
     """
     if connection_table is None:
         connection_table = width == 1.0

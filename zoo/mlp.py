@@ -59,6 +59,13 @@ def mlp(
         hidden_units: the hidden layers' widths, e.g. (300, 100); () for a
             linear (softmax regression) classifier.
         name: model name.
+
+    Examples:
+        >>> from zoo.mlp import mlp
+        >>> mlp((28, 28, 1), 10).count_params()  # LeCun et al.'s 784-300-100-10
+        266610
+        >>> mlp((28, 28, 1), 10, hidden_units=()).count_params()  # their linear classifier
+        7850
     """
     check_pooling(pooling)
     check_rate("dropout", dropout)

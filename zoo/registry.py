@@ -18,6 +18,13 @@ class Variant:
         input_shape: default (H, W, C), the paper's input.
         defaults: keyword arguments that turn the family builder into this
             variant (e.g. ``{"depth": 20}``); user options override them.
+
+    Examples:
+        >>> import zoo
+        >>> variant = zoo.get("wrn16_4")
+        >>> variant.builder.__name__, variant.defaults
+        ('wide_resnet', {'depth': 16, 'widen_factor': 4, 'block_dropout': 0.0})
+        >>> model = variant.builder((32, 32, 3), 10, **variant.defaults)  # what zoo.build("wrn16_4") does
     """
 
     name: str

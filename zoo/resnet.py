@@ -277,6 +277,16 @@ def resnet(
 
     Raises:
         ValueError: an unknown stem, depth or shortcut, or a bad shared option.
+
+    Examples:
+        >>> from zoo.resnet import resnet
+        >>> resnet((32, 32, 3), 10, depth=56, stem="cifar").name
+        'resnet56'
+        >>> resnet((32, 32, 3), 10, depth=20, stem="cifar", preact=True).name
+        'preact_resnet20'
+        >>> features = resnet((224, 224, 3), 1000, depth=18, include_top=False)
+        >>> features.output.shape, features.layers[-1].name
+        ((None, 7, 7, 512), 'stage4_block2_out')
     """
     if stem not in STEMS:
         raise _unknown("stem", stem, STEMS)
@@ -350,6 +360,12 @@ def wide_resnet(
 
     Raises:
         ValueError: a bad depth, widen factor or block dropout, or a bad shared option.
+
+    Examples:
+        >>> from zoo.resnet import wide_resnet
+        >>> model = wide_resnet((32, 32, 3), 10, depth=16, widen_factor=4)
+        >>> model.name, model.output.shape
+        ('wrn16_4', (None, 10))
     """
     blocks = _blocks_per_stage(depth, 6, 4, "16, 22, 28, 40")
     if not widen_factor > 0:
