@@ -4,9 +4,10 @@ beside the in-process batched ``LoadedExport.predict`` on the same images, in on
     .venv/bin/python bench/bench_serve.py --quick   # 4 s a cell, ~5 minutes
     .venv/bin/python bench/bench_serve.py --full    # 10 s a cell
 
-Two exports: the default digits run (LeNet-5 on 8x8 digits, ``train.py --epochs 3``), where a request costs
-far more than the model, and ResNet-20 at 32x32x3 assembled as ``train.py`` does (random weights: they do
-not change the time), where the model's arithmetic dominates.  Each request carries one image, as an
+Three exports: the default digits run (LeNet-5 on 8x8 digits, ``train.py --epochs 3``), where a request
+costs far more than the model, and ResNet-20 and ResNet-56 at 32x32x3 assembled as ``train.py`` does (random
+weights: they do not change the time), where the model's arithmetic weighs more and more against the cost of
+a request (reading 3,072 numbers from JSON).  Each request carries one image, as an
 application classifying one photo would.  REST load comes from wrk (Debian's ``wrk``: C, keep-alive
 connections, one per concurrent client); gRPC load from a grpc.aio client in its own process using Google's
 ``tensorflow-serving-api`` stub.  Server and load generator share this machine's cores, as they would on a
@@ -63,16 +64,15 @@ def digits_export(root: str) -> str:
     return os.path.join(root, "digits", "lenet5-digits")
 
 
-def resnet_export(root: str) -> str:
+def zoo_export(root: str, name: str, shape=(32, 32, 3)) -> str:
     import zoo
     from core.model import assemble, inference_model, preprocessing_layer
     from serving.export import export_savedmodel
 
-    shape = (32, 32, 3)
-    network = zoo.build("resnet20", input_shape=shape, num_classes=10)
+    network = zoo.build(name, input_shape=shape, num_classes=10)
     model = inference_model(assemble(network, shape, preprocessing=preprocessing_layer("rescale")))
-    export_savedmodel(model, os.path.join(root, "resnet"), "resnet20", class_names=[str(i) for i in range(10)])
-    return os.path.join(root, "resnet", "resnet20")
+    export_savedmodel(model, os.path.join(root, "zoo"), name, class_names=[str(i) for i in range(10)])
+    return os.path.join(root, "zoo", name)
 
 
 # --- the load generators ----------------------------------------------------------------------------------
@@ -241,7 +241,8 @@ def main(argv=None) -> int:
     folder = tempfile.mkdtemp(prefix="bench-serve-")
     results = {}
     try:
-        exports = {"lenet5-digits (8x8x1)": digits_export(folder), "resnet20 (32x32x3)": resnet_export(folder)}
+        exports = {"lenet5-digits (8x8x1)": digits_export(folder), "resnet20 (32x32x3)": zoo_export(folder, "resnet20"),
+                   "resnet56 (32x32x3)": zoo_export(folder, "resnet56")}
         for label, model_dir in exports.items():
             name = os.path.basename(model_dir)
             from serving.load import read_metadata

@@ -66,8 +66,12 @@ def commands(text):
     """Every `python train.py|predict.py` and `python3 quickstart.py` command in the README's code blocks and
     inline code, continuation lines joined, comments dropped: (line, argv after the script)."""
     found = []
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S)
-    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    lines, language = [], None
+    for line in text.replace("\\\n", " ").splitlines():  # fences opened and closed in turn: prose between is not code
+        if line.startswith("```"):
+            language = line[3:].strip() if language is None else None
+        elif language in ("", "bash", "sh"):
+            lines.append(line)
     lines += re.findall(r"(?<!`)`((?:\.venv/bin/)?python3? [^`]+)`(?!`)", text)
     for line in lines:
         words = shlex.split(line, comments=True)

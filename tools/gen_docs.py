@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLI_PAGE = "docs/reference/cli.md"
 MODELS_PAGE = "docs/reference/models.md"
-BLOCK_PAGES = ("docs/benchmarks.md", "README.md")
+BLOCK_PAGES = ("docs/benchmarks.md", "README.md", "docs/guides/serve.md")
 
 # Every command line and the function that builds its parser.  A new train.py subcommand adds a row to
 # SUBCOMMAND_PARSERS: tests/test_docs.py fails until every name in train.SUBCOMMANDS has one, and parses
@@ -526,8 +526,63 @@ def block_headline() -> list[str]:
     ]
 
 
+def block_serve() -> list[str]:
+    data = _load("serve_quick.json")
+    lines = ["| export | front end | batching | concurrency 1 | 8 | 64 | 64, `--workers 2` | in-process batched |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+
+    def cell(r):
+        return f"{r['predictions_per_s']:,.0f}/s ({r['p50_ms']:.1f} / {r['p99_ms']:.0f} ms)" if r else ""
+
+    notes = []
+    for label, row in data["results"].items():
+        if "in_process_batched" not in row:
+            continue
+        base = row["in_process_batched"]["predictions_per_s"]
+        for api in ("rest", "grpc"):
+            for batching in ("on", "off"):
+                cells = [cell(row.get(f"{api}_batching_{batching}_c{c}")) for c in (1, 8, 64)]
+                workers = cell(row.get(f"{api}_batching_on_c64_workers2")) if batching == "on" else ""
+                lines.append(f"| {label} | {'REST' if api == 'rest' else 'gRPC'} | {batching} | {' | '.join(cells)} | "
+                             f"{workers} | {base:,.0f}/s |")
+        rest = row["rest_batching_on_c64"]
+        best = max((row.get(k) or {}).get("predictions_per_s", 0) for k in ("rest_batching_on_c64",
+                                                                             "rest_batching_on_c64_workers2"))
+        notes.append(f"- {label}: REST at concurrency 64 with batching is **{rest['vs_in_process']:.2f}×** the "
+                     f"in-process batched predict ({best / base:.2f}× at best of one and two workers); batching on is "
+                     f"**{row['rest_c64_batching_on_vs_off']:.2f}×** off over REST and "
+                     f"{row['grpc_c64_batching_on_vs_off']:.2f}× over gRPC.")
+    memory = next(v for k, v in data["results"].items() if k.startswith("memory"))
+    sent = next(k for k in memory if k.startswith("after_") and k[6:].isdigit() and k != "after_1000")
+    notes.append(f"- Server memory (digits, REST, batching on): RSS {memory['after_1000']['rss_mib']:.0f} MiB after "
+                 f"1,000 requests, {memory[sent]['rss_mib']:.0f} MiB after {int(sent[6:]):,} (peak "
+                 f"{memory[sent]['peak_rss_mib']:.0f} MiB), {memory['after_1000_hostile_more']['rss_mib']:.0f} MiB after "
+                 f"1,000 hostile requests more (answered {', '.join(map(str, memory['hostile_status_codes']))}).")
+    return (["Predictions/s with (p50 / p99 latency), one image a request; `python bench/bench_serve.py --quick`.", ""]
+            + lines + [""] + notes + ["", _machine(data, "serve_quick.json")])
+
+
+def block_serve_limits() -> list[str]:
+    from server.settings import DEFAULTS as d
+
+    rows = [("request body (REST) or message (gRPC)", f"{d.max_body_bytes / 2**20:g} MiB", "--max-body-mb",
+             "413 / `RESOURCE_EXHAUSTED`, refused from `Content-Length` before the body is read"),
+            ("images in one `:predict`", f"{d.max_instances:,}", "--max-instances", "400 / `INVALID_ARGUMENT`"),
+            ("files in one `:classify` upload", f"{d.max_images}", "--max-images", "400"),
+            ("pixels in one uploaded image", "PIL's limit, about 89 megapixels", "", "400, refused from the header"),
+            ("time to answer", f"{d.request_timeout_s:g} s", "--request-timeout", "504 / `DEADLINE_EXCEEDED`"),
+            ("rows in one merged call", f"{d.max_batch_size}", "--max-batch-size", "the rest wait for the next call"),
+            ("a batch's wait for company", f"{d.batch_timeout_ms:g} ms", "--batch-timeout-ms", "the batch runs"),
+            ("batches waiting", f"{d.max_enqueued_batches}", "--max-enqueued-batches", "503 / `UNAVAILABLE`"),
+            ("in-flight requests at SIGTERM", f"{d.shutdown_grace_s:g} s", "--shutdown-grace", "cut off")]
+    return (["| limit | default | flag | past it |", "|---|---|---|---|"]
+            + [f"| {what} | {default} | {f'`{flag}`' if flag else ''} | {past} |" for what, default, flag, past in rows])
+
+
 BLOCKS = {
     "headline": block_headline,
+    "serve": block_serve,
+    "serve_limits": block_serve_limits,
     "default_run": block_default_run,
     "fashion_recipes": block_fashion_recipes,
     "fashion_10min": block_fashion_10min,
