@@ -104,7 +104,11 @@ class LayerKit:
         )(x)
 
     def dense(self, x, units, *, name, activation=None, use_bias=True):
-        return layers.Dense(units, activation=activation, use_bias=use_bias, name=name, **self._kernel_args())(x)
+        # A softmax output computes in float32 under a mixed policy, as Keras' mixed-precision guide asks: in
+        # bfloat16 the probabilities are rounded to three digits and sum to 1 only within about 1%.
+        dtype = "float32" if activation == "softmax" else None
+        return layers.Dense(units, activation=activation, use_bias=use_bias, name=name, dtype=dtype,
+                            **self._kernel_args())(x)
 
     def bn(self, x, *, name):
         # Epsilon and momentum as in keras.applications, so imported weights behave alike.

@@ -229,7 +229,7 @@ def lenet5(
         x = layers.Dropout(dropout, name="head_dropout")(x)
     if output == "rbf":
         x = EuclideanRBF(num_classes, name="rbf")(x)
-        outputs = layers.Activation("softmax", name="predictions")(x)
+        outputs = layers.Activation("softmax", name="predictions", dtype="float32")(x)  # see LayerKit.dense
     else:
         outputs = kit.dense(x, num_classes, activation="softmax", name="predictions")
     return keras.Model(inputs, outputs, name=name)
