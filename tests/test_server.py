@@ -253,6 +253,23 @@ def test_the_manager_swaps_to_a_new_version_and_keeps_the_old_when_one_fails(exp
     manager.stop()
 
 
+def test_a_real_model_batched_gives_the_answers_it_gives_one_image_at_a_time(exports):
+    import dataclasses
+
+    settings = dataclasses.replace(DEFAULTS, max_batch_size=8, batch_timeout_ms=50)
+    manager = start_manager([exports], settings=settings)
+    servable = manager.model("tiny").servable()
+    images = np.random.default_rng(2).integers(0, 256, (20, 8, 8, 1)).astype(np.float32)
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        futures = list(pool.map(lambda i: servable.predict(images[i:i + 1]), range(20)))
+    for i, future in enumerate(futures):
+        alone = servable.run(images[i:i + 1])
+        batched = future.result(30)
+        np.testing.assert_allclose(batched["probabilities"], alone["probabilities"], rtol=1e-5, atol=1e-6)
+        assert batched["classes"].tolist() == alone["classes"].tolist()
+    manager.stop()
+
+
 def test_version_policy_all_serves_every_version(exports, tmp_path):
     base = tmp_path / "base"
     shutil.copytree(exports, base)

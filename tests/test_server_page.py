@@ -54,7 +54,7 @@ def test_a_dropped_image_is_classified_and_shown_as_bars(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    model_dir = train_digits_export(str(tmp_path))
+    model_dir = train_digits_export(str(tmp_path), epochs=2)
     images, labels = digit_images(1, size=64, classes=[3])
     photo = tmp_path / "three.png"
     Image.fromarray(images[0]).convert("RGB").save(photo)  # a 64x64 RGB photo of a 3, for an 8x8 grey model
