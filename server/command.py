@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args) -> Settings:
-    positive = {"--workers": args.workers, "--max-batch-size": args.max_batch_size, "--max-enqueued-batches": args.max_enqueued_batches,
+    positive = {"--workers": args.workers, "--max-batch-size": args.max_batch_size,
+                "--max-enqueued-batches": args.max_enqueued_batches,
                 "--max-instances": args.max_instances, "--max-images": args.max_images,
                 "--max-body-mb": args.max_body_mb, "--request-timeout": args.request_timeout,
                 "--poll-seconds": args.poll_seconds}
@@ -126,7 +127,8 @@ def summary(manager, settings: Settings, rest_port: int, grpc_port: int) -> list
             f"REST  http://{settings.host}:{rest_port}/v1/models/NAME   page http://{settings.host}:{rest_port}/",
             f"gRPC  {settings.host}:{grpc_port}   batching {batching}",
             f"Limits: body {settings.max_body_bytes / 2**20:g} MiB, {settings.max_instances} instances, "
-            f"{settings.max_images} images a request, {settings.request_timeout_s:g} s timeout. Ctrl-C or SIGTERM stops."]
+            f"{settings.max_images} images a request, {settings.request_timeout_s:g} s timeout. "
+            "Ctrl-C or SIGTERM stops."]
 
 
 async def serve(settings: Settings, bases: list[str]) -> None:
@@ -177,7 +179,7 @@ async def serve(settings: Settings, bases: list[str]) -> None:
     manager.start_polling(settings.poll_seconds)
     config = uvicorn.Config(build_app(service, metrics), log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=settings.shutdown_grace_s, http="httptools",
-                            limit_max_requests=None, backlog=2048)
+                            proxy_headers=False, backlog=2048)
     try:
         # uvicorn stops on SIGTERM/SIGINT after the HTTP requests in flight finish; gRPC then gets its grace.
         await uvicorn.Server(config).serve(sockets=[rest_socket])

@@ -189,8 +189,8 @@ def hostile_requests(rng: random.Random, n: int):
         lambda: ("POST", predict, {"json": {"instances": [{"b64": "AAAA"}]}}),
         lambda: ("POST", predict, {"json": {"instances": [{"pixels": good[0]}]}}),                   # wrong input
         lambda: ("POST", predict, {"json": {"inputs": {"images": good, "other": good}}}),
-        lambda: ("POST", predict, {"json": {"instances": good, "signature_name": rng.choice(["nope", 5,
-                                                                                             "__saved_model_init_op"])}}),
+        lambda: ("POST", predict, {"json": {"instances": good, "signature_name": rng.choice(
+            ["nope", 5, "__saved_model_init_op"])}}),
         lambda: ("POST", predict, {"json": {"instances": [[[[0]] * 8] * 8] * 600}}),                 # > max_instances
         lambda: ("POST", predict, {"content": b"[" * 100_000 + b"]" * 100_000}),                     # deep nesting
         lambda: ("POST", predict, {"content": b'{"instances": [' + b"1e999," * 10 + b"1]}"}),
