@@ -10,9 +10,10 @@ missing, and the project is (re)installed into it, at the exact versions in
 constraints.txt, whenever pyproject.toml or constraints.txt changes; otherwise
 start-up costs nothing.
 
-``test`` first fetches what two tests read and a fresh clone lacks: Debian's
-``dataset-fashion-mnist`` package, when apt-get is there and we are root (as
-in CI); elsewhere it says how to get it, and those two tests are skipped.
+``test`` first fetches what some tests need and a fresh clone lacks: Debian's
+``dataset-fashion-mnist``, ``chromium`` and ``chromium-driver`` packages, when
+apt-get is there and we are root (as in CI); elsewhere it says how to get
+them, and the tests that need them are skipped.
 ``docs`` runs the tutorials whose figures are not drawn yet, then serves the
 site with ``mkdocs serve`` (http://127.0.0.1:8000), or with ``--build`` builds
 it with ``mkdocs build --strict`` and checks the tutorials' figures are in it.
@@ -30,6 +31,12 @@ STAMP = os.path.join(VENV, ".installed-pyproject")
 INPUTS = ("pyproject.toml", "constraints.txt")  # what the install depends on: a change to either reinstalls
 JOBS = {"train": ["train.py"], "predict": ["predict.py"], "test": ["-m", "pytest"], "docs": None}
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; see tests/test_augment_training.py
+# Debian packages -> (whether they are here, the tests that need them).  CI (.ci/run) installs through this too.
+TEST_PACKAGES = {
+    "dataset-fashion-mnist": (lambda: os.path.isdir(FASHION_MNIST), "the two Fashion-MNIST tests"),
+    "chromium chromium-driver": (lambda: bool(shutil.which("chromium") and shutil.which("chromedriver")),
+                                 "the model server's page test (tests/test_server_page.py)"),
+}
 
 
 def venv_python() -> str:
@@ -61,21 +68,20 @@ def ensure_environment() -> str:
     return python
 
 
-def fetch_fashion_mnist() -> None:
-    """Debian's Fashion-MNIST package, for the tests that read real IDX files, when this machine can install it."""
-    if os.path.isdir(FASHION_MNIST):
-        return
+def fetch_test_packages() -> None:
+    """Debian's packages that some tests need and a fresh clone lacks, when this machine can install them."""
     can_install = shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0
-    if can_install:
-        print("Installing Debian's dataset-fashion-mnist for the tests that read Fashion-MNIST", flush=True)
-        done = subprocess.run("apt-get update -q && apt-get install -y -q dataset-fashion-mnist", shell=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-        if done:
-            return
-    print("note: the two Fashion-MNIST tests will be skipped: "
-          + ("apt-get could not install dataset-fashion-mnist" if can_install else
-             "on Debian or Ubuntu, `sudo apt-get install dataset-fashion-mnist` gives them their data"),
-          flush=True)
+    missing = [(packages, why) for packages, (present, why) in TEST_PACKAGES.items() if not present()]
+    if missing and can_install:
+        names = " ".join(packages for packages, _ in missing)
+        print(f"Installing Debian's {names} for the tests that need them", flush=True)
+        subprocess.run(f"apt-get update -q && apt-get install -y -q {names}", shell=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        missing = [(packages, why) for packages, (present, why) in TEST_PACKAGES.items() if not present()]
+    for packages, why in missing:
+        print(f"note: {why} will be skipped: "
+              + (f"apt-get could not install {packages}" if can_install else
+                 f"on Debian or Ubuntu, `sudo apt-get install {packages}` brings them"), flush=True)
 
 
 def docs(python: str, args: list[str]) -> int:
@@ -103,7 +109,7 @@ def main() -> int:
     if job == "docs":
         return docs(python, rest)
     if job == "test":
-        fetch_fashion_mnist()
+        fetch_test_packages()
     return subprocess.call([python, *JOBS[job], *rest], cwd=ROOT)
 
 
