@@ -18,7 +18,8 @@ ARTIFACTS = os.path.join(ROOT, "build", "test-artifacts")
 
 if not (CHROMIUM and DRIVER):
     if os.environ.get("CI"):
-        raise RuntimeError("CI needs Debian's chromium and chromium-driver for the page test (quickstart.py test installs them)")
+        raise RuntimeError("CI needs Debian's chromium and chromium-driver for the page test "
+                           "(quickstart.py test installs them)")
     pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
 
