@@ -11,8 +11,6 @@ import random
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -195,7 +193,7 @@ def hostile_requests(rng: random.Random, n: int):
         lambda: ("POST", predict, {"content": b"[" * 100_000 + b"]" * 100_000}),                     # deep nesting
         lambda: ("POST", predict, {"content": b'{"instances": [' + b"1e999," * 10 + b"1]}"}),
         lambda: ("POST", predict, {"content": b" " * (1024 * 1024 + 10)}),                           # > 1 MiB body
-        lambda: ("POST", f"/v1/models/nope:predict", {"json": {"instances": good}}),
+        lambda: ("POST", "/v1/models/nope:predict", {"json": {"instances": good}}),
         lambda: ("POST", f"/v1/models/{MODEL}/versions/99:predict", {"json": {"instances": good}}),
         lambda: ("POST", f"/v1/models/{MODEL}:explode", {"json": {"instances": good}}),
         lambda: ("GET", f"/v1/models/{MODEL}:predict", {}),
