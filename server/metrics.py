@@ -21,6 +21,8 @@ class Metrics:
                                  ["api", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("serving_batch_size", "Rows in each call of a model (merged by batching)",
                                     ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("serving_requests_in_flight", "API requests received and not yet answered",
+                               registry=self.registry, multiprocess_mode="livesum")
         self.versions = Gauge("serving_model_version_state", "1 for each model version in a state",
                               ["model", "version", "state"], registry=self.registry, multiprocess_mode="livemax")
 

@@ -117,6 +117,7 @@ def build_app(service: Service, metrics: Metrics):
     async def models_route(request: Request) -> Response:
         start = time.perf_counter()
         method, name, code = request.method, "?", "OK"
+        metrics.in_flight.inc()
         try:
             match = PATH.match(request.url.path[len(MODELS):])
             if not match:
@@ -136,6 +137,7 @@ def build_app(service: Service, metrics: Metrics):
             traceback.print_exc(file=sys.stderr)
             return error_response(ServingError("INTERNAL", f"Internal error: {type(error).__name__}: {error}"))
         finally:
+            metrics.in_flight.dec()
             metrics.observe("rest", name, method, code, time.perf_counter() - start)
 
     async def page(request: Request) -> Response:

@@ -386,19 +386,26 @@ def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving
 
 
 def test_sigterm_lets_the_requests_in_flight_finish(export_root):
-    with serving([export_root / "base" / MODEL], "--max-batch-size", "4", "--max-enqueued-batches", "2048",
+    # One image a call makes each request take seconds, so all four are in flight when SIGTERM comes.
+    with serving([export_root / "base" / MODEL], "--max-batch-size", "1", "--max-enqueued-batches", "8192",
                  "--shutdown-grace", "30",
                  log_dir=str(export_root), ready_model=MODEL) as running:
         results = []
         big = {"instances": np.zeros((1024, 8, 8, 1)).tolist()}
 
+        together = threading.Barrier(4)
+
         def send():
-            results.append(httpx.post(f"{running.url}/v1/models/{MODEL}:predict", json=big, timeout=60))
+            together.wait()
+            results.append(httpx.post(f"{running.url}/v1/models/{MODEL}:predict", json=big, timeout=120))
 
         senders = [threading.Thread(target=send) for _ in range(4)]
         for sender in senders:
             sender.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while "serving_requests_in_flight 4.0" not in httpx.get(f"{running.url}/monitoring/prometheus/metrics").text:
+            assert time.monotonic() < deadline, "the four requests never were in flight together"
+            time.sleep(0.05)
         running.process.send_signal(signal.SIGTERM)
         for sender in senders:
             sender.join(timeout=90)
