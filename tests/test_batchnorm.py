@@ -1,0 +1,97 @@
+"""Batch norm's statistics re-estimated on clean batches (core.batchnorm).
+
+Small hand-built networks whose statistics can be computed in numpy.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from core.batchnorm import PopulationStatistics, batch_norm_layers, moving_statistics
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    keras.utils.set_random_seed(0)
+
+
+def two_norms():
+    """Dense -> dropout -> batch norm -> ReLU -> batch norm (no scale or offset) -> Dense."""
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(3, name="dense")(inputs)
+    x = keras.layers.Dropout(0.5, name="drop")(h)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.BatchNormalization(center=False, scale=False, name="bn2")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def clean_batches():
+    """Three batches of 16 with different means (so the batch means vary), then a short one of 5."""
+    rng = np.random.default_rng(0)
+    return [rng.normal(offset, 2.0, (16, 4)).astype("float32") for offset in (-1.0, 0.5, 3.0)] + \
+        [rng.normal(9.0, 1.0, (5, 4)).astype("float32")]
+
+
+def by_hand(model, batches):
+    """What bn1 and bn2 see, batch by batch, with each batch normalized by its own statistics and no dropout."""
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in model.get_layer("dense").weights)
+    epsilon = model.get_layer("bn1").epsilon
+    first, second = [], []
+    for batch in batches:
+        h = batch @ kernel + bias
+        relu = np.maximum((h - h.mean(0)) / np.sqrt(h.var(0) + epsilon), 0.0)
+        first.append(h)
+        second.append(relu)
+    return first, second
+
+
+def pooled(parts):
+    whole = np.concatenate(parts)
+    return whole.mean(0), whole.var(0)
+
+
+def test_reestimation_gives_the_population_statistics_of_the_clean_batches():
+    model, batches = two_norms(), clean_batches()
+    statistics = PopulationStatistics(model)
+    assert [layer.name for layer in statistics.norms] == ["bn1", "bn2"]
+    assert statistics.reestimate(batches) == 48  # the short last batch is left out
+    first, second = by_hand(model, batches[:3])
+    for name, parts in (("bn1", first), ("bn2", second)):
+        mean, variance = pooled(parts)  # the pooled variance: batch variances plus the spread of batch means
+        layer = model.get_layer(name)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), variance, rtol=1e-4, atol=1e-5)
+    # What the pass changed for its own sake is put back.
+    assert model.get_layer("bn1").momentum == 0.99 and model.get_layer("drop").rate == 0.5
+    # A cap on the images stops after the batch that reaches it.
+    assert statistics.reestimate(batches, max_images=20) == 32
+
+
+def test_predicting_with_batch_statistics_keeps_the_moving_ones():
+    model, batches = two_norms(), clean_batches()
+    statistics = PopulationStatistics(model)
+    before = moving_statistics(statistics.norms)
+    outputs = statistics.predict(batches[:2])
+    for (mean, variance), (kept_mean, kept_variance) in zip(moving_statistics(statistics.norms), before):
+        np.testing.assert_array_equal(mean, kept_mean)
+        np.testing.assert_array_equal(variance, kept_variance)
+    _, second = by_hand(model, batches[:2])
+    epsilon = model.get_layer("bn2").epsilon
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in model.get_layer("out").weights)
+    expected = np.concatenate([(r - r.mean(0)) / np.sqrt(r.var(0) + epsilon) @ kernel + bias for r in second])
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_only_batch_norm_that_trains_on_batch_statistics_is_reestimated():
+    from transfer.heads import InferenceMode
+
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="nested")], name="inner")
+    kept = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="wrapped")], name="kept")
+    inputs = keras.Input((4,))
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    outputs = InferenceMode(kept)(frozen(inner(inputs)))
+    assert [layer.name for layer in batch_norm_layers(keras.Model(inputs, outputs))] == ["nested"]
