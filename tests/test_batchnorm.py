@@ -1,6 +1,7 @@
-"""Batch norm's statistics re-estimated on clean batches (core.batchnorm).
+"""Batch norm's statistics re-estimated on clean batches (core.batchnorm, training.callbacks.PreciseBatchNorm).
 
-Small hand-built networks whose statistics can be computed in numpy.
+Small hand-built networks whose statistics can be computed in numpy, then a
+real run whose export must carry the re-estimated statistics.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from core.batchnorm import PopulationStatistics, batch_norm_layers, moving_statistics
+from training.callbacks import PreciseBatchNorm
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +97,60 @@ def test_only_batch_norm_that_trains_on_batch_statistics_is_reestimated():
     frozen.trainable = False
     outputs = InferenceMode(kept)(frozen(inner(inputs)))
     assert [layer.name for layer in batch_norm_layers(keras.Model(inputs, outputs))] == ["nested"]
+
+
+def test_the_callback_reestimates_before_validation_and_measures_at_the_end():
+    import tensorflow as tf
+
+    model, batches = two_norms(), clean_batches()[:3]
+    x = np.concatenate(batches)
+    y = keras.utils.to_categorical((x.sum(1) > x.sum(1).mean()).astype(int), 2)
+    clean = tf.data.Dataset.from_tensor_slices(x).batch(16)  # in order: the statistics can be checked
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    seen = []
+
+    class Watch(keras.callbacks.Callback):  # after the re-estimation, as BestWeights is
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(moving_statistics([model.get_layer("bn1")])[0])
+
+    precise = PreciseBatchNorm(model, clean, val)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=val, callbacks=[precise, Watch()], verbose=0)
+    mean, variance = pooled(by_hand(model, batches)[0])
+    for moving_mean, moving_variance in (seen[-1], moving_statistics([model.get_layer("bn1")])[0]):
+        np.testing.assert_allclose(moving_mean, mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(moving_variance, variance, rtol=1e-4, atol=1e-5)
+    measured = precise.measurement
+    assert measured["epoch"] == 2 and measured["precise_bn"] is True
+    assert set(measured["val_accuracy"]) == {"moving_average", "reestimated", "batch_statistics"}
+    assert measured["variance_ratio"]["layer"] in ("bn1", "bn2")
+    # Off, the moving averages are Keras' own, and the measurement leaves them so.
+    model = two_norms()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy", metrics=["accuracy"])
+    off = PreciseBatchNorm(model, clean, val, enabled=False)
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=val, callbacks=[Watch(), off], verbose=0)
+    np.testing.assert_array_equal(moving_statistics([model.get_layer("bn1")])[0][0], seen[-1][0])
+    assert off.measurement["precise_bn"] is False
+
+
+def test_the_export_carries_the_reestimated_statistics(tmp_path):
+    # LeNet-5 with batch norm on 108 training digits, 3 epochs: the moving averages of 42 steps at Keras'
+    # momentum 0.99 still hold most of their starting values (tests/test_insight.py's batchnorm_statistics run).
+    from serving.load import load_export
+    from training.config import complete
+    from training.data import load_data
+    from training.run import train
+
+    config = {"dataset": "digits", "model": "lenet5_modern", "batch_norm": True, "epochs": 3, "test_fraction": 0.89,
+              "val_fraction": 0.05, "batch_size": 8, "patience": 0, "runs_dir": str(tmp_path / "runs"),
+              "export_dir": str(tmp_path / "exports"), "verbose": 0}
+    metrics = train(config, log=lambda *_: None)
+    assert metrics["config"]["precise_bn"] is True
+    scores = metrics["batch_norm"]["val_accuracy"]
+    assert scores["reestimated"] > scores["moving_average"] + 0.2, scores
+    assert metrics["diagnosis"]["verdict"] != "batchnorm_statistics"
+    images, labels = load_data(complete(config)).arrays["test"]
+    served = load_export(metrics["export_path"]).predict(images, batch_size=256)
+    assert np.mean(served.argmax(-1) == labels) == pytest.approx(metrics["test_accuracy"], abs=1e-3)
+    kept = keras.models.load_model(f"{metrics['run_dir']}/model.keras")  # the in-memory model, as it was saved
+    np.testing.assert_allclose(served[:64], kept.predict(images[:64].astype("float32"), verbose=0), atol=1e-4)
