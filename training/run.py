@@ -349,7 +349,8 @@ def evaluate(run: Run, fitted: dict) -> dict:
             "parameters": int(inference.count_params()), "counts": data.counts(), "class_names": data.class_names,
             "confusion_matrix": matrix.tolist(), "per_class": report, "skipped_files": len(data.skipped),
             "baseline": baseline, "probe": probe, "export_path": None, "config": config,
-            "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes),
+            "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes,
+                                            batch_norm=fitted.get("batch_norm")),
             "confused_pairs": confused}
 
 
