@@ -154,3 +154,29 @@ def test_the_export_carries_the_reestimated_statistics(tmp_path):
     assert np.mean(served.argmax(-1) == labels) == pytest.approx(metrics["test_accuracy"], abs=1e-3)
     kept = keras.models.load_model(f"{metrics['run_dir']}/model.keras")  # the in-memory model, as it was saved
     np.testing.assert_allclose(served[:64], kept.predict(images[:64].astype("float32"), verbose=0), atol=1e-4)
+
+
+def test_precise_bn_is_on_by_default_only_where_batch_norm_trains_on_one_device():
+    import types
+
+    from core.errors import UserError
+    from core.model import assemble
+    from training.run import precise_bn
+
+    def network(norm: bool):
+        inputs = keras.Input((4,))
+        x = keras.layers.BatchNormalization()(inputs) if norm else inputs
+        return assemble(keras.Model(inputs, keras.layers.Dense(2)(x)), (4,),
+                        preprocessing=keras.layers.Rescaling(1.0, name="preprocessing"))
+
+    one, two = types.SimpleNamespace(num_replicas_in_sync=1), types.SimpleNamespace(num_replicas_in_sync=2)
+    notes = []
+    assert precise_bn({"precise_bn": None}, network(True), one, notes.append) is True
+    assert precise_bn({"precise_bn": False}, network(True), one, notes.append) is False
+    assert precise_bn({"precise_bn": None}, network(False), one, notes.append) is False and not notes
+    assert precise_bn({"precise_bn": True}, network(False), one, notes.append) is False
+    assert "nothing to re-estimate" in notes.pop()
+    assert precise_bn({"precise_bn": None}, network(True), two, notes.append) is False
+    assert "moving averages" in notes.pop()
+    with pytest.raises(UserError, match="2 replicas"):
+        precise_bn({"precise_bn": True}, network(True), two, notes.append)
