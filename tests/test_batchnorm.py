@@ -145,7 +145,8 @@ def test_the_export_carries_the_reestimated_statistics(tmp_path):
               "val_fraction": 0.05, "batch_size": 8, "patience": 0, "runs_dir": str(tmp_path / "runs"),
               "export_dir": str(tmp_path / "exports"), "verbose": 0}
     metrics = train(config, log=lambda *_: None)
-    assert metrics["config"]["precise_bn"] is True
+    assert metrics["batch_norm"]["precise_bn"] is True
+    assert metrics["config"]["precise_bn"] is None  # config.json keeps what was asked, so a rerun finds the run
     scores = metrics["batch_norm"]["val_accuracy"]
     assert scores["reestimated"] > scores["moving_average"] + 0.2, scores
     assert metrics["diagnosis"]["verdict"] != "batchnorm_statistics"

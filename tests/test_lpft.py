@@ -268,7 +268,7 @@ def test_weights_none_trains_the_architecture_from_scratch_and_validates(tmp_pat
     assert not any(line.startswith("Linear probe") for line in lines)  # random features: nothing to probe
     assert metrics["probe"] is None and metrics["config"]["lr"] == 1e-3  # the zoo's rate, one phase
     assert len(metrics["history"]) == 8
-    assert metrics["config"]["precise_bn"] is True  # the default wherever batch norm trains
+    assert metrics["batch_norm"]["precise_bn"] is True  # the default wherever batch norm trains
     assert metrics["test_accuracy"] >= 0.4, metrics["test_accuracy"]
     # The run's own measurement, on the last epoch's weights: the moving averages are the cause.
     scores = metrics["batch_norm"]["val_accuracy"]

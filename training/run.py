@@ -67,6 +67,7 @@ class Run:
     started: float = 0.0
     budget: dict | None = None  # --time-budget's plan (training.budget)
     budget_scale: object = None  # and the variable its schedule's clock is scaled by
+    precise_bn: bool = False  # --precise-bn resolved (``precise_bn``)
 
     @property
     def title(self) -> str:
@@ -106,12 +107,14 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     augmentation, mix = augmentation_for(config, data)
     with strategy.scope(), dtype_policy(config["precision"]):
         model = recipe.build(config, data, augmentation)
-    config["precise_bn"] = precise_bn(config, model, strategy, log)
+    # Resolved beside the configuration, not into it: config.json keeps what was asked (None: the default), so a
+    # rerun of the same command finds its run, and compare and search their finished variants.
+    reestimate = precise_bn(config, model, strategy, log)
     run_dir, resuming = open_run_dir(config, data, strategy, run_dir, log)
     train_ds, val_ds = pipelines(config, data, mix, strategy)
     labels = training_arrays(config, data)[1]
     run = Run(config, log, recipe, strategy, data, model, run_dir, resuming, train_ds, val_ds,
-              steps_per_epoch(len(labels), config["batch_size"]), labels, trial)
+              steps_per_epoch(len(labels), config["batch_size"]), labels, trial, precise_bn=reestimate)
     for line in [*summary_block(run), *skipped]:
         log(line)
     run.started = time.time()  # includes the probe and the cached features, so the fast path is timed fairly
@@ -293,7 +296,7 @@ def batch_norm_statistics(run: Run) -> PreciseBatchNorm | None:
     if spread or not batch_norm_layers(network):
         return None
     return PreciseBatchNorm(network, clean_batches(run.config, run.data), run.val_ds,
-                            enabled=run.config["precise_bn"])
+                            enabled=run.precise_bn)
 
 
 def batch_norm_line(measurement: dict) -> str:
