@@ -33,6 +33,10 @@ REGIMES = {
     "diverging": {"model": "mlp", "lr": 10.0, "epochs": 4, "schedule": "constant"},
     # The defaults (Adam 1e-3, cosine, label smoothing 0.1) for 6 epochs on the full split.
     "good_fit": {"model": "mlp", "epochs": 6},
+    # LeNet-5 with batch norm on 108 training images, keeping Keras' moving averages: after 42 steps at momentum
+    # 0.99 they still hold most of their starting values, and validation scores far below batch statistics.
+    "batchnorm_statistics": {"model": "lenet5_modern", "batch_norm": True, "precise_bn": False, "epochs": 3,
+                             "test_fraction": 0.89, "val_fraction": 0.05, "batch_size": 8},
 }
 
 
@@ -60,6 +64,22 @@ def test_each_regime_is_reached_by_a_real_run_and_named(runs, verdict):
     assert flags and flags <= known, flags - known
     lines = training_run.summary_lines(metrics)
     assert any(line.startswith("Diagnosis: ") for line in lines)
+
+
+def test_batch_norm_statistics_are_named_only_when_the_run_kept_the_moving_averages():
+    # The curves of an over-fitted run: validation loss up from epoch 2 while training loss falls.
+    rows = [{"epoch": i, "loss": l, "accuracy": a, "val_loss": v, "val_accuracy": 0.1}
+            for i, (l, a, v) in enumerate([(2.2, 0.2, 2.3), (1.5, 0.6, 2.6), (0.9, 0.9, 3.5), (0.7, 1.0, 4.4)])]
+    measured = {"epoch": 4, "precise_bn": False, "variance_ratio": {"layer": "c1_bn", "moving_over_reestimated": 8.2},
+                "val_accuracy": {"moving_average": 0.1, "reestimated": 0.83, "batch_statistics": 0.9}}
+    found = diagnose(rows, num_classes=10, batch_norm=measured)
+    assert found["verdict"] == "batchnorm_statistics" and "--precise-bn" in found["headline"]
+    assert any("0.100" in line and "chance" in line for line in found["evidence"])
+    assert any("c1_bn" in line for line in found["evidence"])
+    assert diagnose(rows, num_classes=10)["verdict"] == "overfitting"  # without the measurement
+    assert diagnose(rows, num_classes=10, batch_norm={**measured, "precise_bn": True})["verdict"] == "overfitting"
+    close = {**measured, "val_accuracy": {"moving_average": 0.8, "reestimated": 0.85, "batch_statistics": 0.9}}
+    assert diagnose(rows, num_classes=10, batch_norm=close)["verdict"] == "overfitting"
 
 
 def test_too_few_epochs_and_a_nan_loss_are_named():

@@ -253,32 +253,24 @@ def test_the_floor_keeps_the_more_accurate_and_breaks_ties_by_cross_entropy():
     assert transfer.choose((1.0, smoothed[0]), (1.0, smoothed[1])) == "network"
 
 
-def test_weights_none_trains_the_architecture_from_scratch(tmp_path, digit_folder):
+@pytest.mark.slow
+def test_weights_none_trains_the_architecture_from_scratch_and_validates(tmp_path):
+    # The command of a user with a small folder: MobileNetV2 from scratch on 30 digits a class at 64x64 for
+    # 8 epochs.  Before --precise-bn its training accuracy reached 1.000 and its test accuracy stayed at 0.100,
+    # chance: batch norm's moving averages, after 56 steps, matched no weights the network had.
+    folder = write_digit_folder(str(tmp_path / "digits"), n_per_class=30, classes=[str(d) for d in range(10)],
+                                formats=("png",))
     lines = []
-    metrics = train({"dataset": f"folder:{digit_folder}", "backbone": "mobilenet_v2", "weights": "none",
-                     "image_size": [32, 32], "epochs": 4, "finetune_epochs": 2, "flips": False, "batch_size": 16,
-                     "runs_dir": str(tmp_path / "runs"), "export": False, "verbose": 0}, log=lines.append)
+    metrics = train({"dataset": f"folder:{folder}", "backbone": "mobilenet_v2", "weights": "none",
+                     "image_size": [64, 64], "epochs": 8, "finetune_epochs": 2, "runs_dir": str(tmp_path / "runs"),
+                     "export": False, "verbose": 0}, log=lines.append)
     assert any("trains from scratch" in line and "--finetune-epochs" in line for line in lines)
     assert not any(line.startswith("Linear probe") for line in lines)  # random features: nothing to probe
     assert metrics["probe"] is None and metrics["config"]["lr"] == 1e-3  # the zoo's rate, one phase
-    history = metrics["history"]
-    assert len(history) == 4
-    # Frozen, a random MobileNetV2's features collapse and the loss sits at ln(5) = 1.609; trained whole, it learns.
-    assert history[-1]["loss"] < history[0]["loss"] - 0.05, history
-
-
-def test_from_scratch_batch_norm_averages_fast_enough_for_a_small_folder():
-    # keras.applications' MobileNetV2 averages with momentum 0.999: after a few hundred steps its moving
-    # statistics are still mostly the initial ones, and validation sat at chance while training reached 1.0.
-    import types
-
-    from training.config import DEFAULTS
-    from training.recipes import ScratchRecipe
-
-    config = {**DEFAULTS, "backbone": "mobilenet_v2", "weights": "none", "image_size": [32, 32], "channels": 3}
-    recipe = ScratchRecipe(config, log=lambda *_: None)
-    norms = [layer for layer, _ in transfer.leaf_layers(recipe.backbone.features)
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and all(layer.momentum == 0.999 for layer in norms)  # as Keras builds it
-    recipe.build(config, types.SimpleNamespace(num_classes=3, input_shape=(32, 32, 3)))
-    assert all(layer.momentum == ScratchRecipe.BN_MOMENTUM == 0.9 for layer in norms)
+    assert len(metrics["history"]) == 8
+    assert metrics["batch_norm"]["precise_bn"] is True  # the default wherever batch norm trains
+    assert metrics["test_accuracy"] >= 0.4, metrics["test_accuracy"]
+    # The run's own measurement, on the last epoch's weights: the moving averages are the cause.
+    scores = metrics["batch_norm"]["val_accuracy"]
+    assert scores["reestimated"] >= scores["moving_average"] + 0.3, scores
+    # (That the export carries the re-estimated statistics is tests/test_batchnorm.py's, on a smaller network.)

@@ -1,6 +1,7 @@
 """Callbacks that make a run safe to interrupt: best weights that survive a
 resume, early stopping that remembers its patience, a NaN guard, and the
-history log, each stopping with one line when the disk is full."""
+history log, each stopping with one line when the disk is full; and the one
+that re-estimates batch norm's statistics before each validation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import math
 import os
 
 import keras
+import numpy as np
 
+from core.batchnorm import PopulationStatistics, assign, moving_statistics
 from core.errors import size_of, writing
 
 
@@ -108,3 +111,104 @@ class HistoryLog(keras.callbacks.CSVLogger):
     def on_epoch_end(self, epoch, logs=None):
         with writing(self.path):
             super().on_epoch_end(epoch, logs)
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Batch norm's moving statistics re-estimated on clean training batches before every validation
+    (Wu & Johnson's PreciseBN, ``core.batchnorm``), and the measurement that shows whether they matter.
+
+    The re-estimation runs in ``on_test_begin``, so the validation scores, the
+    best-weights file and the checkpoint written at the end of the epoch, and
+    so the export, all carry statistics of the weights they go with.  An epoch
+    without validation re-estimates at its end, before ``BestWeights`` (this
+    callback goes first).  The next epoch puts the moving averages back and
+    Keras goes on updating them, as it would without this callback: they are
+    what the measurement compares with.
+
+    At the end of training, on the last epoch's weights, it scores the
+    validation split three ways: with the moving averages, with statistics
+    re-estimated on clean training batches, and with each batch normalized by
+    its own statistics.  ``measurement`` holds the three accuracies and the
+    layer whose moving variance is furthest from the re-estimated one
+    (``training.diagnose`` reads them); the model keeps the statistics it had.
+
+    Args:
+        network: the network as exported (``core.model.inference_model``),
+            sharing its layers with the model being fitted.
+        clean_batches: un-augmented, shuffled training batches of the training
+            batch size (a ``tf.data`` dataset, iterated anew each time).
+        val_batches: the validation split's (images, one-hot labels) batches,
+            or None: no measurement.
+        enabled: re-estimate (--precise-bn); off, only the measurement runs.
+    """
+
+    def __init__(self, network, clean_batches, val_batches=None, *, enabled: bool = True):
+        super().__init__()
+        self.statistics = PopulationStatistics(network)
+        self.norms = self.statistics.norms
+        self.network, self.clean_batches, self.val_batches = network, clean_batches, val_batches
+        self.enabled = enabled
+        self.measurement = None
+        self._moving = None  # the moving averages the last re-estimation set aside
+        self._epoch = -1
+
+    def _reestimate(self) -> None:
+        self._moving = moving_statistics(self.norms)
+        self.statistics.reestimate(self.clean_batches)
+
+    def on_train_begin(self, logs=None):
+        self._moving = None  # a phase starts from the statistics it was given
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._moving is not None:
+            assign(self.norms, self._moving)
+            self._moving = None
+        self._epoch = epoch
+
+    def on_test_begin(self, logs=None):
+        if self.enabled:
+            self._reestimate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.enabled and self._moving is None:
+            self._reestimate()
+
+    def on_train_end(self, logs=None):
+        if self.val_batches is None or not self.norms or self._epoch < 0:
+            return
+        kept = moving_statistics(self.norms)
+        try:
+            if self.enabled:
+                moving, reestimated = self._moving or kept, kept
+            else:
+                self.statistics.reestimate(self.clean_batches)
+                moving, reestimated = kept, moving_statistics(self.norms)
+            labels = [np.argmax(np.asarray(y), -1) for _, y in self.val_batches]
+            if not labels:
+                return
+            labels = np.concatenate(labels)
+            scores = {}
+            for name, statistics in (("moving_average", moving), ("reestimated", reestimated)):
+                assign(self.norms, statistics)
+                # The fitted model's own evaluation (already traced); it shares the network's layers.
+                scores[name] = round(float(self.model.evaluate(self.val_batches, verbose=0, return_dict=True)
+                                           ["accuracy"]), 4)
+            assign(self.norms, kept)
+            scores["batch_statistics"] = _accuracy(self.statistics.predict(self.val_batches), labels)
+        finally:
+            assign(self.norms, kept)
+        self.measurement = {"epoch": self._epoch + 1, "precise_bn": self.enabled, "val_accuracy": scores,
+                            "variance_ratio": _furthest(self.norms, moving, reestimated)}
+
+
+def _accuracy(probabilities, labels) -> float:
+    return round(float(np.mean(np.argmax(probabilities, -1) == labels)), 4)
+
+
+def _furthest(norms, moving, reestimated) -> dict:
+    """The layer whose moving variance is furthest from the re-estimated one, as the median over its channels
+    of (moving + epsilon) / (re-estimated + epsilon): what divides its outputs, squared, against what should."""
+    ratios = [float(np.median((m[1] + layer.epsilon) / (r[1] + layer.epsilon)))
+              for layer, m, r in zip(norms, moving, reestimated)]
+    worst = max(range(len(ratios)), key=lambda i: abs(np.log(ratios[i])))
+    return {"layer": norms[worst].name, "moving_over_reestimated": round(ratios[worst], 3)}

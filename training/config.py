@@ -32,7 +32,7 @@ DEFAULTS = {
     "val_fraction": 0.1, "test_fraction": 0.2, "strict": False,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
-    "l1": None, "l2": None, "width": None, "preprocessing": "rescale",
+    "l1": None, "l2": None, "width": None, "preprocessing": "rescale", "precise_bn": None,
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
     # Transfer learning (a --backbone replaces --model)
@@ -182,6 +182,13 @@ def _model_flags(parser, D) -> None:
     model.add_argument("--l1", type=float, default=None, help="L1 penalty on every kernel (in the loss)")
     model.add_argument("--l2", type=float, default=None, help="L2 penalty on every kernel (in the loss)")
     model.add_argument("--width", type=float, default=None, help="width multiplier on every layer")
+    _bool_flag(model, "precise-bn",
+               "before each validation and the export, set batch norm's moving statistics to those of clean "
+               "(un-augmented) training batches under the current weights (Wu & Johnson 2021's PreciseBN). "
+               "Default: on wherever batch norm trains (a zoo model with batch norm, --weights none), because over "
+               "the few hundred steps of a small data set its moving averages match no weights the network had, and a network "
+               "that fits its training images can score chance on the rest; a transfer backbone's batch norm "
+               "stays in inference mode, so there is nothing to re-estimate")
     model.add_argument("--preprocessing", choices=PREPROCESSING, default=D["preprocessing"],
                        help="pixels/255, or per-channel standardization learned from the training images")
 

@@ -112,6 +112,14 @@ def pipelines(config: dict, data, mix=None, strategy=None):
     return train_ds, val_ds
 
 
+def clean_batches(config: dict, data):
+    """Training batches as the network sees them without augmentation or mixing, shuffled, of --batch-size:
+    what batch norm's statistics are re-estimated on (``core.batchnorm``)."""
+    x_train, y_train = training_arrays(config, data)
+    return make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
+                         seed=config["seed"])
+
+
 def class_weights(config: dict, labels: np.ndarray, num_classes: int):
     """Keras' class_weight for --class-weight balanced (None otherwise)."""
     if config["class_weight"] == "none":

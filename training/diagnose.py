@@ -8,22 +8,31 @@ rows of ``history.csv`` and says which of ``train.py``'s flags act on it.
 The checks run in this order; the first that holds is the verdict:
 
 1. ``too_short``: fewer than ``MIN_EPOCHS`` epochs; no trend can be read.
-2. ``diverging``: a non-finite loss; training loss at the end above its first
+   A non-finite loss is ``diverging`` next, before any other check.
+2. ``batchnorm_statistics``: the run measured its validation accuracy with
+   batch norm's moving averages and with each batch's own statistics
+   (``training.callbacks.PreciseBatchNorm``), kept the moving averages
+   (``--no-precise-bn``), and the batch statistics score at least ``BN_GAP``
+   higher.  Then validation is scored with statistics that do not belong to
+   the weights (Wu & Johnson 2021), not with an over-fitted network, and the
+   curves below would be misread: validation loss rising while training loss
+   falls looks like over-fitting.
+3. ``diverging``: a non-finite loss; training loss at the end above its first
    epoch; training loss jumping up by more than half from one epoch to the
    next at least twice (oscillation); or, when the class count is known, a
    first epoch far above chance-level loss (ln K) ending at chance accuracy.
-3. ``overfitting``: validation loss ``RISE`` above its minimum, the minimum at
+4. ``overfitting``: validation loss ``RISE`` above its minimum, the minimum at
    least two epochs before the end, while training loss kept falling.
-4. ``underfitting``: training loss still falling at the end (the last fifth
+5. ``underfitting``: training loss still falling at the end (the last fifth
    of epochs took off more than ``STILL_FALLING`` of the whole run's drop)
    while validation loss is still at its best, or training and validation
    accuracy both below ``LOW_TRAIN_ACCURACY``.
-5. ``needs_more_data``: training accuracy at least ``MEMORIZED`` (the
+6. ``needs_more_data``: training accuracy at least ``MEMORIZED`` (the
    training set is learned by heart), validation loss flat over the last third
    of epochs, and validation accuracy at least ``GAP`` below training accuracy.
-6. ``overfitting``: the same accuracy gap of at least ``LARGE_GAP`` without
+7. ``overfitting``: the same accuracy gap of at least ``LARGE_GAP`` without
    the training set being memorized.
-7. ``good_fit``: none of the above.
+8. ``good_fit``: none of the above.
 
 Thresholds are module constants so they can be read (and argued with).
 """
@@ -41,8 +50,10 @@ MEMORIZED = 0.99
 GAP = 0.03
 LARGE_GAP = 0.10
 JUMP = 0.5
+BN_GAP = 0.2  # validation accuracy with batch statistics this far above the moving averages' names batch norm
 
-VERDICTS = ("underfitting", "overfitting", "needs_more_data", "diverging", "good_fit", "too_short")
+VERDICTS = ("underfitting", "overfitting", "needs_more_data", "diverging", "good_fit", "too_short",
+            "batchnorm_statistics")
 
 HEADLINES = {
     "underfitting": "under-fitting: the model has not learned the training set yet",
@@ -51,6 +62,8 @@ HEADLINES = {
     "diverging": "diverging: the learning rate is too high for this model",
     "good_fit": "a good fit: training and validation agree and have settled",
     "too_short": "too few epochs to read a trend",
+    "batchnorm_statistics": "batch norm's moving statistics do not match the trained weights, so validation "
+                            "scores low though the network learned: rerun with --precise-bn",
 }
 
 ADVICE = {
@@ -82,6 +95,12 @@ ADVICE = {
         "average a few runs with different --seed: `python train.py ensemble saved_models/A saved_models/B`",
     ],
     "too_short": ["train for at least 3 epochs (--epochs) to get a diagnosis"],
+    "batchnorm_statistics": [
+        "--precise-bn (the default where batch norm trains) re-estimates the statistics on clean training "
+        "batches before each validation and the export",
+        "this run's export carries the moving averages too: retrain rather than serve it",
+        "read the curves again after that: until then validation loss rises for the statistics' sake",
+    ],
 }
 
 
@@ -94,19 +113,21 @@ def _fmt(x):
     return f"{x:.4g}"
 
 
-def diagnose(history: list[dict], *, num_classes: int | None = None) -> dict:
+def diagnose(history: list[dict], *, num_classes: int | None = None, batch_norm: dict | None = None) -> dict:
     """Names the regime of a run from its per-epoch history.
 
     Args:
         history: rows as ``training.rundir.read_history`` returns them (epoch,
             loss, accuracy, val_loss, val_accuracy, ...).
         num_classes: K, for the chance-level loss ln K and accuracy 1/K.
+        batch_norm: the run's measurement of batch norm's statistics on
+            validation (``metrics.json``'s "batch_norm"), or None.
 
     Returns:
         ``{"verdict": one of VERDICTS, "headline": str, "evidence": [str],
         "advice": [str]}``; evidence lines quote the curves' numbers.
     """
-    verdict, evidence = _verdict(history, num_classes)
+    verdict, evidence = _verdict(history, num_classes, batch_norm)
     return {"verdict": verdict, "headline": HEADLINES[verdict], "evidence": evidence, "advice": ADVICE[verdict]}
 
 
@@ -120,7 +141,7 @@ class _Curves:
     num_classes: int | None
 
 
-def _verdict(history, num_classes):
+def _verdict(history, num_classes, batch_norm=None):
     n = len(history)
     loss = _series(history, "loss")
     if n < MIN_EPOCHS or loss is None:
@@ -131,11 +152,34 @@ def _verdict(history, num_classes):
         return "diverging", [f"the loss is not finite at epoch(s) {', '.join(map(str, bad[:5]))}"]
     curves = _Curves(n, loss, _series(history, "accuracy"), _series(history, "val_loss"),
                      _series(history, "val_accuracy"), num_classes)
+    found = _batchnorm_statistics(curves, batch_norm)
+    if found:
+        return found
     for check in (_diverging, _overfitting, _underfitting):
         found = check(curves)
         if found:
             return found
     return _settled(curves)
+
+
+def _batchnorm_statistics(c: _Curves, measured: dict | None):
+    """2. Batch norm's moving averages, not the network, keep validation low."""
+    if not measured or measured.get("precise_bn"):
+        return None
+    scores = measured["val_accuracy"]
+    moving, batch = scores["moving_average"], scores["batch_statistics"]
+    if batch - moving < BN_GAP:
+        return None
+    chance = f", chance being {1 / c.num_classes:.3f}" if c.num_classes else ""
+    trained = f"training accuracy {c.acc[-1]:.3f}, " if c.acc is not None else ""
+    furthest = measured.get("variance_ratio")
+    return "batchnorm_statistics", [
+        f"validation accuracy at epoch {measured['epoch']}: {moving:.3f} with batch norm's moving averages{chance}",
+        f"{batch:.3f} with each batch normalized by its own statistics, {scores['reestimated']:.3f} with "
+        "statistics re-estimated on clean training batches (what --precise-bn keeps)",
+        *([f"the moving variance of {furthest['layer']} is {_fmt(furthest['moving_over_reestimated'])}x the "
+           "re-estimated one (median over its channels)"] if furthest else []),
+        f"{trained}training loss {_fmt(c.loss[-1])}: the network learned; its moving statistics did not follow"]
 
 
 def _diverging(c: _Curves):

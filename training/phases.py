@@ -93,9 +93,10 @@ def load_best(model, path: str) -> None:
 
 
 def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monitor, patience, history,
-               class_weight, verbose, log, extra_callbacks=()):
+               class_weight, verbose, log, extra_callbacks=(), statistics=None):
     """Fits ``model`` phase by phase; returns the last phase's BestWeights callback.  ``extra_callbacks`` run
-    after the run's own and before the backup (``training.budget.Deadline``)."""
+    after the run's own and before the backup (``training.budget.Deadline``); ``statistics``
+    (``training.callbacks.PreciseBatchNorm``) before the best weights are kept, so they keep its statistics."""
     import keras
 
 
@@ -129,6 +130,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
         # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
         callbacks = [
             NanGuard(),
+            *([statistics] if statistics is not None else []),
             HistoryLog(csv_path, append=True),
             best,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),

@@ -23,16 +23,18 @@ import keras
 import numpy as np
 
 from augment import predict_tta, save_grid
+from core.batchnorm import batch_norm_layers
 from core.errors import UserError
-from core.model import dtype_policy, inference_model
+from core.model import dtype_policy, inference_model, network_of
 from serving.export import export_savedmodel
 from serving.formats import export_formats
 from training import budget
 from training import diagnose as diagnosis
 from training import lock, mistakes, rundir
 from training.config import DEFAULTS, check_config, complete, default_run_name, defaults_for, model_label
-from training.data import augmentation_for, check_data, class_weights, flips_for, load_data, pipelines, \
-    training_arrays
+from training.callbacks import PreciseBatchNorm
+from training.data import augmentation_for, check_data, class_weights, clean_batches, flips_for, load_data, \
+    pipelines, training_arrays
 from training.distribute import agree_on_epochs, describe, is_chief, is_multi_worker, make_strategy, \
     worker_count, worker_runs_dir
 from training.optim import Stretched, make_optimizer, make_schedule
@@ -65,6 +67,7 @@ class Run:
     started: float = 0.0
     budget: dict | None = None  # --time-budget's plan (training.budget)
     budget_scale: object = None  # and the variable its schedule's clock is scaled by
+    precise_bn: bool = False  # --precise-bn resolved (``precise_bn``)
 
     @property
     def title(self) -> str:
@@ -104,11 +107,14 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     augmentation, mix = augmentation_for(config, data)
     with strategy.scope(), dtype_policy(config["precision"]):
         model = recipe.build(config, data, augmentation)
+    # Resolved beside the configuration, not into it: config.json keeps what was asked (None: the default), so a
+    # rerun of the same command finds its run, and compare and search their finished variants.
+    reestimate = precise_bn(config, model, strategy, log)
     run_dir, resuming = open_run_dir(config, data, strategy, run_dir, log)
     train_ds, val_ds = pipelines(config, data, mix, strategy)
     labels = training_arrays(config, data)[1]
     run = Run(config, log, recipe, strategy, data, model, run_dir, resuming, train_ds, val_ds,
-              steps_per_epoch(len(labels), config["batch_size"]), labels, trial)
+              steps_per_epoch(len(labels), config["batch_size"]), labels, trial, precise_bn=reestimate)
     for line in [*summary_block(run), *skipped]:
         log(line)
     run.started = time.time()  # includes the probe and the cached features, so the fast path is timed fairly
@@ -117,6 +123,25 @@ def prepare(config: dict, log=print, *, run_dir: str | None = None, data=None, t
     if config["time_budget"] and not trial:
         size_to_budget(run)
     return run
+
+
+def precise_bn(config: dict, model, strategy, log) -> bool:
+    """--precise-bn resolved: on by default wherever a batch-norm layer normalizes with batch statistics in
+    training (``core.batchnorm.batch_norm_layers``; none in a transfer backbone, kept in inference mode)."""
+    asked = config["precise_bn"]
+    if not batch_norm_layers(network_of(model)):
+        if asked:
+            log("Note: --precise-bn has nothing to re-estimate: no batch-norm layer of this network normalizes "
+                "with batch statistics (a transfer backbone's stays in inference mode)")
+        return False
+    if strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy):
+        if asked:
+            raise UserError(f"--precise-bn re-estimates batch norm's statistics on one device; this run spreads "
+                            f"over {strategy.num_replicas_in_sync} replicas: drop --precise-bn")
+        if asked is None:
+            log("Note: batch norm keeps its moving averages (--precise-bn runs on one device only)")
+        return False
+    return True if asked is None else bool(asked)
 
 
 def size_to_budget(run: Run) -> None:
@@ -232,11 +257,12 @@ def fit(run: Run) -> dict:
         run.log(f"Resuming run {run.run_dir} after epoch {done}")
     deadline = [budget.Deadline(run.run_dir, run.budget, run.budget_scale, run.started, most=run.phases[0].epochs)
                 ] if run.budget else []
+    statistics = batch_norm_statistics(run)
     best = run_phases(run.model, run.phases, compile_phase=functools.partial(compile_phase, run),
                       train_ds=run.train_ds, val_ds=run.val_ds, run_dir=run.run_dir, monitor=config["monitor"],
                       patience=config["patience"], history=history,
                       class_weight=class_weights(config, run.labels, run.data.num_classes),
-                      verbose=config["verbose"], log=run.log, extra_callbacks=deadline)
+                      verbose=config["verbose"], log=run.log, extra_callbacks=deadline, statistics=statistics)
     history = rundir.read_history(run.path("history.csv"))
     best_epoch, best_value = best_of(history, config["monitor"])
     if run.phases[-1].keep_last and history:  # what the weights file holds: the last epoch, not the best
@@ -251,12 +277,34 @@ def fit(run: Run) -> dict:
     }
     if history:
         fitted["final_epoch"] = {k: v for k, v in history[-1].items() if k != "epoch"}
+    if statistics is not None and statistics.measurement:
+        fitted["batch_norm"] = statistics.measurement
+        run.log(batch_norm_line(statistics.measurement))
     if run.budget:
         plan = budget.read_plan(run.run_dir) or run.budget
         fitted["time_budget"] = {"minutes": config["time_budget"], "planned_epochs": run.budget["epochs"],
                                  "seconds_per_epoch_planned": run.budget["epoch_seconds"],
                                  "epochs": plan.get("total_epochs"), "spent_seconds": plan.get("spent_seconds")}
     return fitted
+
+
+def batch_norm_statistics(run: Run) -> PreciseBatchNorm | None:
+    """The callback that re-estimates batch norm's statistics (--precise-bn) and measures what they do on
+    validation; None for a network without batch norm in training mode, or spread over replicas."""
+    network = inference_model(run.model)
+    spread = run.strategy.num_replicas_in_sync > 1 or is_multi_worker(run.strategy)
+    if spread or not batch_norm_layers(network):
+        return None
+    return PreciseBatchNorm(network, clean_batches(run.config, run.data), run.val_ds,
+                            enabled=run.precise_bn)
+
+
+def batch_norm_line(measurement: dict) -> str:
+    scores = measurement["val_accuracy"]
+    kept = "re-estimated statistics (--precise-bn)" if measurement["precise_bn"] else "moving averages"
+    return (f"Batch norm, validation accuracy at epoch {measurement['epoch']}: {scores['moving_average']:.4f} with "
+            f"the moving averages, {scores['reestimated']:.4f} with statistics re-estimated on clean training "
+            f"batches, {scores['batch_statistics']:.4f} with batch statistics; the model keeps the {kept}")
 
 
 def best_of(history: list[dict], monitor: str) -> tuple[int | None, float | None]:
@@ -304,7 +352,8 @@ def evaluate(run: Run, fitted: dict) -> dict:
             "parameters": int(inference.count_params()), "counts": data.counts(), "class_names": data.class_names,
             "confusion_matrix": matrix.tolist(), "per_class": report, "skipped_files": len(data.skipped),
             "baseline": baseline, "probe": probe, "export_path": None, "config": config,
-            "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes),
+            "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes,
+                                            batch_norm=fitted.get("batch_norm")),
             "confused_pairs": confused}
 
 
