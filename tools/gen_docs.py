@@ -579,8 +579,23 @@ def block_serve_limits() -> list[str]:
             + [f"| {what} | {default} | {f'`{flag}`' if flag else ''} | {past} |" for what, default, flag, past in rows])
 
 
+def block_batchnorm() -> list[str]:
+    data = _load("batchnorm_quick.json")
+    lines = ["| folder | network | test accuracy, moving averages (`--no-precise-bn`) | `--precise-bn` |",
+             "|---|---|---:|---:|"]
+    pairs: dict = {}
+    for r in data["rows"]:
+        pairs.setdefault((r["folder"], r["network"]), {})[r["statistics"]] = r["test_accuracy"]
+    for (folder, network), by in pairs.items():
+        cells = [f"{by[k]:.3f}" if k in by else "" for k in sorted(by, key=lambda k: k != "moving averages")]
+        lines.append(f"| {folder} | {network} | {' | '.join(cells)} |")
+    return [f"`python bench/bench_batchnorm.py --quick`: each row is `{data['command_shape']}`.", ""] + lines + [
+        "", _machine(data, "batchnorm_quick.json")]
+
+
 BLOCKS = {
     "headline": block_headline,
+    "batchnorm": block_batchnorm,
     "serve": block_serve,
     "serve_limits": block_serve_limits,
     "default_run": block_default_run,
