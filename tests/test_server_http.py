@@ -391,13 +391,14 @@ def test_sigterm_lets_the_requests_in_flight_finish(export_root):
                  "--shutdown-grace", "30",
                  log_dir=str(export_root), ready_model=MODEL) as running:
         results = []
-        big = {"instances": np.zeros((1024, 8, 8, 1)).tolist()}
+        big = json.dumps({"instances": np.zeros((1024, 8, 8, 1)).tolist()}).encode()  # encoded once: sent at once
 
         together = threading.Barrier(4)
 
         def send():
             together.wait()
-            results.append(httpx.post(f"{running.url}/v1/models/{MODEL}:predict", json=big, timeout=120))
+            results.append(httpx.post(f"{running.url}/v1/models/{MODEL}:predict", content=big, timeout=120,
+                                      headers={"content-type": "application/json"}))
 
         senders = [threading.Thread(target=send) for _ in range(4)]
         for sender in senders:
@@ -405,7 +406,7 @@ def test_sigterm_lets_the_requests_in_flight_finish(export_root):
         deadline = time.monotonic() + 60
         while "serving_requests_in_flight 4.0" not in httpx.get(f"{running.url}/monitoring/prometheus/metrics").text:
             assert time.monotonic() < deadline, "the four requests never were in flight together"
-            time.sleep(0.05)
+            time.sleep(0.02)
         running.process.send_signal(signal.SIGTERM)
         for sender in senders:
             sender.join(timeout=90)
