@@ -185,6 +185,22 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def measure(server, api, name, body_file, image_file, concurrency, seconds, folder, in_process_rate, key) -> dict:
+    """One cell: ``concurrency`` clients of ``api`` for ``seconds``, beside the in-process rate, printed."""
+    busy = server.cpu_seconds()
+    if api == "rest":
+        cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, concurrency, seconds, folder)
+    else:
+        cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, concurrency, seconds)
+    # Cores the server kept busy: one event loop for HTTP, TensorFlow's threads for the model.
+    cell["server_cores_busy"] = round((server.cpu_seconds() - busy) / seconds, 2)
+    cell["vs_in_process"] = cell["predictions_per_s"] / in_process_rate
+    print(f"  {key:32} {cell['predictions_per_s']:8.0f}/s  p50 {cell['p50_ms']:.2f} ms  p99 {cell['p99_ms']:.2f} ms  "
+          f"({cell['vs_in_process']:.2f}x in-process, server busy on {cell['server_cores_busy']:.2f} cores, "
+          f"{cell['failed']} failed)", flush=True)
+    return cell
+
+
 def in_process(model_dir: str, images, seconds: float) -> dict:
     from serving.load import load_export
 
@@ -262,39 +278,17 @@ def main(argv=None) -> int:
                 try:
                     for api in ("rest", "grpc"):
                         for concurrency in CONCURRENCY:
-                            busy = server.cpu_seconds()
-                            if api == "rest":
-                                cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, concurrency,
-                                           s["seconds"], folder)
-                            else:
-                                cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, concurrency,
-                                                 s["seconds"])
-                            # Cores the server kept busy: one event loop for HTTP, TensorFlow's threads for the model.
-                            cell["server_cores_busy"] = round((server.cpu_seconds() - busy) / s["seconds"], 2)
-                            cell["vs_in_process"] = cell["predictions_per_s"] / \
-                                row["in_process_batched"]["predictions_per_s"]
-                            row[f"{api}_batching_{batching}_c{concurrency}"] = cell
-                            print(f"  {api:4} batching {batching:3} c={concurrency:<3} "
-                                  f"{cell['predictions_per_s']:8.0f}/s  p50 {cell['p50_ms']:.2f} ms  "
-                                  f"p99 {cell['p99_ms']:.2f} ms  ({cell['vs_in_process']:.2f}x in-process, "
-                                  f"server busy on {cell['server_cores_busy']:.2f} cores, "
-                                  f"{cell['failed']} failed)", flush=True)
+                            key = f"{api}_batching_{batching}_c{concurrency}"
+                            row[key] = measure(server, api, name, body_file, image_file, concurrency, s["seconds"],
+                                               folder, row["in_process_batched"]["predictions_per_s"], key)
                 finally:
                     server.stop()
             server = Server(model_dir, "--workers", "2")
             try:
                 for api in ("rest", "grpc"):
-                    busy = server.cpu_seconds()
-                    if api == "rest":
-                        cell = wrk(f"{server.url}/v1/models/{name}:predict", body_file, 64, s["seconds"], folder)
-                    else:
-                        cell = grpc_load(f"127.0.0.1:{server.grpc}", name, image_file, 64, s["seconds"])
-                    cell["server_cores_busy"] = round((server.cpu_seconds() - busy) / s["seconds"], 2)
-                    cell["vs_in_process"] = cell["predictions_per_s"] / row["in_process_batched"]["predictions_per_s"]
-                    row[f"{api}_batching_on_c64_workers2"] = cell
-                    print(f"  {api:4} batching on, 2 workers, c=64 {cell['predictions_per_s']:8.0f}/s  "
-                          f"p50 {cell['p50_ms']:.2f} ms  p99 {cell['p99_ms']:.2f} ms  "
-                          f"({cell['vs_in_process']:.2f}x in-process)", flush=True)
+                    key = f"{api}_batching_on_c64_workers2"
+                    row[key] = measure(server, api, name, body_file, image_file, 64, s["seconds"], folder,
+                                       row["in_process_batched"]["predictions_per_s"], key)
             finally:
                 server.stop()
             for api in ("rest", "grpc"):
