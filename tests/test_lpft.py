@@ -255,14 +255,14 @@ def test_the_floor_keeps_the_more_accurate_and_breaks_ties_by_cross_entropy():
 
 @pytest.mark.slow
 def test_weights_none_trains_the_architecture_from_scratch_and_validates(tmp_path):
-    # The command of a user with a small folder: MobileNetV2 from scratch on 30 digits a class at 64x64 for
+    # The command of a user with a small folder: MobileNetV2 from scratch on 30 digits a class at 32x32 for
     # 8 epochs.  Before --precise-bn its training accuracy reached 1.000 and its test accuracy stayed at 0.100,
     # chance: batch norm's moving averages, after 56 steps, matched no weights the network had.
     folder = write_digit_folder(str(tmp_path / "digits"), n_per_class=30, classes=[str(d) for d in range(10)],
                                 formats=("png",))
     lines = []
     metrics = train({"dataset": f"folder:{folder}", "backbone": "mobilenet_v2", "weights": "none",
-                     "image_size": [64, 64], "epochs": 8, "finetune_epochs": 2, "runs_dir": str(tmp_path / "runs"),
+                     "image_size": [32, 32], "epochs": 8, "finetune_epochs": 2, "runs_dir": str(tmp_path / "runs"),
                      "export": False, "verbose": 0}, log=lines.append)
     assert any("trains from scratch" in line and "--finetune-epochs" in line for line in lines)
     assert not any(line.startswith("Linear probe") for line in lines)  # random features: nothing to probe
