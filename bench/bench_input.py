@@ -15,8 +15,10 @@ Two folders, each read by both readers in the same run:
   crop, and every other one mirrored, per file) in two class folders, read
   at 224x224: the size a pretrained backbone wants.
 
-Both readers resize to the same size, give float32 batches of 64, and are
-read to the end:
+Both readers resize to the same size, give batches of 64, and are read to
+the end.  Keras' batches are float32; ours are uint8, as ``train.py`` hands
+them to the network, whose graph casts them (a float32 copy in the pipeline
+would be four times the bytes to write and move):
 
 * first pass: ours is ``imagesets.load("folder:...")`` (decodes every file once,
   up front, with a thread pool, large JPEGs at a reduced scale, into its image
@@ -140,7 +142,8 @@ def ours(root: str, size: int):
     data = imagesets.load(f"folder:{root}", image_size=(size, size), channels=3)
     images = concatenate([data.arrays[s][0] for s in ("train", "val", "test")])  # a view of the cache's rows
     labels = np.concatenate([data.arrays[s][1] for s in ("train", "val", "test")])
-    pipeline = make_pipeline(images, labels, data.num_classes, batch_size=BATCH, shuffle=True, seed=0)
+    # uint8 batches, as training takes them (``training.data``): the network casts them in its own graph.
+    pipeline = make_pipeline(images, labels, data.num_classes, batch_size=BATCH, shuffle=True, seed=0, cast=False)
     count = drain(pipeline)
     first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
     start = time.perf_counter()

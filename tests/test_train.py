@@ -373,3 +373,24 @@ def test_a_benchmark_records_which_cpu_it_ran_on_beyond_its_marketing_name(tmp_p
     # The first processor's fields only, and the features in CPU_FEATURES' order.
     assert machine.cpu_id() == {"family": "6", "model": "143", "stepping": "8",
                                 "features": ["avx2", "avx512f", "amx_tile"]}
+
+
+def test_training_batches_stay_uint8_and_the_network_casts_them_unless_a_mixer_blends_pixels():
+    # The pipeline hands raw uint8 pixels to the network, whose graph casts them (a quarter of the bytes of a
+    # float32 batch to write and move); mixup and cutmix blend pixels, so they get float32 batches.
+    import keras
+
+    from training.data import augmentation_for, pipelines
+    from training.run import DEFAULTS, load_data
+
+    config = {**DEFAULTS, "dataset": "digits", "batch_size": 16}
+    data = load_data(config)
+    train_ds, val_ds = pipelines(config, data)
+    (x, y), (vx, _) = next(iter(train_ds)), next(iter(val_ds))
+    assert x.dtype.name == vx.dtype.name == "uint8" and y.dtype.name == "float32"
+    inputs = keras.Input(data.input_shape)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    np.testing.assert_allclose(model(x).numpy(), model(np.asarray(x, np.float32)).numpy(), rtol=1e-6)
+    _, mix = augmentation_for({**config, "augment": "mixup"}, data)
+    mixed, _ = pipelines(config, data, mix)
+    assert next(iter(mixed))[0].dtype.name == "float32"

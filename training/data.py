@@ -93,8 +93,9 @@ def pipelines(config: dict, data, mix=None, strategy=None):
     x_train, y_train = training_arrays(config, data)
 
     def train_pipeline(batch_size, shard=None):
+        # uint8 batches: the network casts them in its graph; the mixers blend pixels, so they get floats.
         ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=batch_size, shuffle=True,
-                           seed=config["seed"], shard=shard)
+                           seed=config["seed"], shard=shard, cast=mix is not None)
         return ds.map(mix) if mix is not None else ds
 
     if strategy is not None and is_multi_worker(strategy):
@@ -108,7 +109,7 @@ def pipelines(config: dict, data, mix=None, strategy=None):
     # Validation batches the size of training's: a few of them are in flight at once (prefetch), so a fixed
     # 256 would hold several 256-image float32 batches whatever --batch-size asked for.
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=config["batch_size"], shuffle=False,
-                           seed=0)
+                           seed=0, cast=False)
     return train_ds, val_ds
 
 
@@ -117,7 +118,7 @@ def clean_batches(config: dict, data):
     what batch norm's statistics are re-estimated on (``core.batchnorm``)."""
     x_train, y_train = training_arrays(config, data)
     return make_pipeline(x_train, y_train, data.num_classes, batch_size=config["batch_size"], shuffle=True,
-                         seed=config["seed"])
+                         seed=config["seed"], cast=False)
 
 
 def class_weights(config: dict, labels: np.ndarray, num_classes: int):
