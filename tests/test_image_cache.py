@@ -279,3 +279,61 @@ def test_a_folders_backbone_features_go_to_disk_and_match_those_computed_in_memo
     del view
     gc.collect()
     assert not os.path.exists(path)
+
+
+KILLED_WRITER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+import imagesets
+from imagesets import folder, images
+
+decoded = []
+
+
+def slow(path, size, channels):  # the 20th file holds its writer until the test kills it
+    decoded.append(path)
+    if len(decoded) == 20:
+        open({marker!r}, "w").close()
+        time.sleep(600)
+    return images.load_image(path, size, channels)
+
+
+folder.load_image = slow
+imagesets.load("folder:" + {folder!r}, image_size=(12, 10), channels=3, seed=0)
+"""
+
+
+def test_kill_9_while_the_cache_is_written_then_the_rerun_gets_the_same_split_from_a_sound_cache(tmp_path, own_cache,
+                                                                                                monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = write_digit_folder(str(tmp_path / "digits"), n_per_class=30)
+    marker = tmp_path / "writing"
+    code = KILLED_WRITER.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                marker=str(marker), folder=root)
+    writer = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, cache.CACHE_ENV: str(own_cache)})
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never reached its 20th file"
+            time.sleep(0.05)
+        partial = [name for name in entries(own_cache) if cache.PARTIAL in name]
+        assert partial and not [name for name in entries(own_cache) if cache.PARTIAL not in name]  # mid-write
+        writer.send_signal(signal.SIGKILL)
+        assert writer.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        writer.kill()
+
+    rerun = load(root)
+    published = [name for name in entries(own_cache) if cache.PARTIAL not in name]
+    assert len(published) == 1  # the rerun wrote a whole entry; the killed writer's half is never read
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "clean-cache"))
+    clean = load(root)  # the same folder loaded by a writer nobody killed
+    assert rerun.manifest() == clean.manifest()
+    for split in imagesets.SPLITS:
+        assert isinstance(rerun.arrays[split][0], DiskImages)
+        np.testing.assert_array_equal(rerun.arrays[split][1], clean.arrays[split][1])
+        np.testing.assert_array_equal(np.asarray(rerun.arrays[split][0]), np.asarray(clean.arrays[split][0]))
