@@ -12,6 +12,7 @@ import functools
 import gzip
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -755,6 +756,23 @@ def test_tfds_splits_stream_into_the_image_cache_and_a_rerun_reads_it(tfds_dir, 
     expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images[300:400, ..., None], (12, 12))), 0, 255),
                        tf.uint8).numpy()
     assert rows(np.asarray(first.arrays["test"][0]), first.arrays["test"][1]) == rows(expected, labels[300:400])
+
+
+def test_tfds_records_are_read_from_disk_each_pass_and_tfds_keeps_no_copy_of_them(tfds_dir, tmp_path):
+    from imagesets import tfds_source
+
+    # A copy: the records are deleted below, and the module's other tests read the prepared folder.
+    shutil.copytree(tfds_dir, tmp_path / "tfds")
+    builder = tfds.builder("imagesets_tiny_digits", data_dir=str(tmp_path / "tfds"))
+    ours = tfds_source._dataset(builder, "test", (8, 8, 1))
+    tfds_default = builder.as_dataset(split="test", as_supervised=True, shuffle_files=False)
+    assert len(list(ours)) == len(list(tfds_default)) == 100
+    for record in (tmp_path / "tfds").rglob("*-test.tfrecord*"):
+        record.unlink()
+    # tfds' default auto-caches a dataset this small: its first pass kept every decoded image in memory.
+    assert len(list(tfds_default)) == 100
+    with pytest.raises(tf.errors.NotFoundError):
+        list(ours)
 
 
 def test_tfds_another_size_or_a_reprepared_split_gets_its_own_cache_entry(tfds_dir, tmp_path, monkeypatch):

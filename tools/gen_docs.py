@@ -387,18 +387,42 @@ def block_memory() -> list[str]:
     for name, label in (("memory_quick.json", "image cache"), ("memory_quick_before.json", "before (held in memory)"),
                         ("memory_20000x224.json", "image cache, `--width 0.5`")):
         data = _load(name)
-        for c in data["cases"]:
-            keras = f"{c['keras']['peak_rss_mb']:,.0f} MB" if "keras" in c else ""
-            lines.append(f"| {label} | {c['files']:,} at {c['size']}×{c['size']} | {c['decoded_megabytes']:,.0f} MB | "
-                         f"{c['cold']['peak_rss_mb']:,.0f} MB | {c['warm']['peak_rss_mb']:,.0f} MB | {keras} | "
-                         f"{c['cold']['seconds']:.0f} / {c['warm']['seconds']:.0f} |")
-        growth = data["done_when"].get("growth_mb")
-        if growth:
-            lines.append(f"| {label}: growth | +{data['cases'][-1]['files'] - data['cases'][0]['files']:,} images | "
-                         f"{data['done_when']['extra_decoded_megabytes']:,.0f} MB | **{growth['cold']:+,.0f} MB** | "
-                         f"**{growth['warm']:+,.0f} MB** | {_growth(growth.get('keras'))} | |")
+        lines += _memory_rows(label, data["cases"], data["done_when"])
+    kinds = _load("memory_tfds_transfer_quick.json")
+    lines += _memory_rows("`tfds:`, image cache", kinds["tfds"]["cases"], kinds["tfds"]["done_when"])
+    lines += _memory_rows(f"transfer, `{kinds['transfer']['backbone']}` feature cache", kinds["transfer"]["cases"],
+                          kinds["transfer"]["done_when"])
+    # The kinds ran on another machine than the folder cases: each table part names its own.
     return lines + ["", _machine(_load("memory_quick.json"), "memory_quick.json", "memory_quick_before.json",
-                                 "memory_20000x224.json")]
+                                 "memory_20000x224.json"), "", _machine(kinds, "memory_tfds_transfer_quick.json")]
+
+
+def _memory_rows(label: str, cases: list[dict], done: dict) -> list[str]:
+    """A case a row, then the growth from the first to the last; the runs a case lacks stay blank (a transfer
+    case has no warm run, only a folder case a Keras one)."""
+    def peak(case, run):
+        return f"{case[run]['peak_rss_mb']:,.0f} MB" if run in case else ""
+
+    def features(megabytes):  # what a transfer run's features take, beside its images
+        return "" if megabytes is None else f" + {megabytes:,.0f} MB features"
+
+    lines = []
+    for c in cases:
+        seconds = " / ".join(f"{c[run]['seconds']:.0f}" for run in ("cold", "warm") if run in c)
+        lines.append(f"| {label} | {c['files']:,} at {c['size']}×{c['size']} | {c['decoded_megabytes']:,.0f} MB"
+                     f"{features(c.get('feature_megabytes'))} | {peak(c, 'cold')} | {peak(c, 'warm')} | "
+                     f"{peak(c, 'keras')} | {seconds} |")
+    growth = done.get("growth_mb")
+    if growth:
+        lines.append(f"| {label}: growth | +{cases[-1]['files'] - cases[0]['files']:,} images | "
+                     f"{done['extra_decoded_megabytes']:,.0f} MB{features(done.get('extra_feature_megabytes'))} | "
+                     f"**{growth['cold']:+,.0f} MB** | {_bold(_growth(growth.get('warm')))} | "
+                     f"{_growth(growth.get('keras'))} | |")
+    return lines
+
+
+def _bold(text: str) -> str:
+    return f"**{text}**" if text else ""
 
 
 def _growth(megabytes) -> str:
