@@ -22,6 +22,10 @@ from core.progress import Progress
 from imagesets import cache
 
 
+PREFETCH = 64              # decoded images waiting to be written into the cache
+RAM_BUDGET = 64 * 2 ** 20  # bytes tf.data's autotuner may give the whole reading pipeline's buffers
+
+
 def _row_shape(builder, image_size, channels) -> tuple[int, int, int]:
     """(H, W, C) every image of the dataset becomes: ``image_size`` and ``channels`` when given, else the
     dataset's own (which must then be one size for all)."""
@@ -58,7 +62,12 @@ def _dataset(builder, split: str, row_shape):
     # 6,000 160x160 photos (--kinds tfds) peaked at 1,173 MB with it, 700 MB without; 1,500 at 775 and 682.
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
                             read_config=tfds.ReadConfig(try_autocache=False))
-    return ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE).prefetch(PREFETCH)
+    # tf.data's autotuner may otherwise let buffers grow towards half the machine's memory while the records
+    # are written to disk more slowly than they are read; a few dozen images in flight keep both busy.
+    options = tf.data.Options()
+    options.autotune.ram_budget = RAM_BUDGET
+    return ds.with_options(options)
 
 
 def _split_rows(builder, split: str, row_shape):

@@ -39,15 +39,15 @@ def make_pipeline(images, labels: np.ndarray, num_classes: int, *, batch_size: i
     if shard is not None:
         count, index = shard
         ds = ds.shard(count, index).take(len(labels) // count)
-    ds = ds.batch(batch_size)
-    if on_disk(images):
-        # A batch is a set: its order does not change the gradient.  Sorted, the rows of a batch that sit
-        # together in the cache file come in one read, and the reads go forward through the file.
-        ds = ds.map(tf.sort)
-    ds = ds.map(reader(images, labels), num_parallel_calls=tf.data.AUTOTUNE)
+    read, sort = reader(images, labels), on_disk(images)
 
-    def to_batch(x, y):  # not named "cast": that would hide the argument and always cast
+    def to_batch(index):  # one stage: every map is another function to start with each epoch's iterator
+        if sort:
+            # A batch is a set: its order does not change the gradient.  Sorted, the rows of a batch that sit
+            # together in the cache file come in one read, and the reads go forward through the file.
+            index = tf.sort(index)
+        x, y = read(index)
         y = tf.one_hot(y, num_classes) if one_hot else y
         return (tf.cast(x, tf.float32) if cast else x), y
 
-    return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).map(to_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
