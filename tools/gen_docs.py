@@ -287,7 +287,8 @@ def block_default_run() -> list[str]:
                      f"{' / '.join(_acc(r['test_accuracy']) for r in runs)} | **{_acc(data['mean_test_accuracy'])}** | "
                      f"{errors} of {total} | {'–'.join(f'{s:.0f}' for s in (min(r['seconds'] for r in runs), max(r['seconds'] for r in runs)))} |")
         sources.append(name)
-    return lines + ["", _machine(_load(sources[0]), *sources)]
+    # The runs may come from different machines (a rerun of --quick alone): each names its own.
+    return lines + [line for name in sources for line in ("", _machine(_load(name), name))]
 
 
 def _fashion_rows(results, columns) -> list[str]:
@@ -378,7 +379,8 @@ def block_input() -> list[str]:
                          f"**{c['ratios']['first']:.2f}×** / {c['ratios']['cached']:.2f}× | "
                          f"{cpu['ours']:.1f} / {cpu['keras']:.1f} |")
         sources.append(name)
-    return lines + ["", _machine(_load(sources[0]), *sources)]
+    # The runs may come from different machines (a rerun of --quick alone): each names its own.
+    return lines + [line for name in sources for line in ("", _machine(_load(name), name))]
 
 
 def block_memory() -> list[str]:
