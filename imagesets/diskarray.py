@@ -94,8 +94,9 @@ class DiskImages:
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """The file's rows ``rows`` in that order.  Each run of consecutive rows (in the order asked) is one read
-        straight into its place in the result: no second copy to put rows in order.  A pipeline sorts each
-        batch's indices first (``core.rows.reader``), so rows that sit together on disk come in one read."""
+        straight into its place in the result: no second copy to put rows in order.  The training pipeline sorts
+        each batch's indices first (``training.pipeline.make_pipeline``), so rows that sit together on disk come
+        in one read."""
         out = np.empty((len(rows), *self.row_shape), self.dtype)
         if not len(rows):
             return out
