@@ -1,9 +1,12 @@
 """Dynamic batching: concurrent requests to one model merged into one call, then split back.
 
-TF Serving's ``--enable_batching`` in miniature.  One worker thread per model version takes the first
-waiting request, waits up to ``timeout_s`` for others until ``max_batch_size`` rows are gathered, runs the
-model once on all of them and hands each caller its own rows.  While a batch runs, the next one gathers,
-so under load batches fill without waiting at all.  A caller gets a ``concurrent.futures.Future`` (wrap it
+TF Serving's ``--enable_batching`` in miniature.  A few worker threads per model version (TF Serving's
+``num_batch_threads``) take turns at gathering: the one whose turn it is takes the first waiting request,
+waits up to ``timeout_s`` for others until ``max_batch_size`` rows are gathered, then runs the model once on
+all of them and hands each caller its own rows, while the next thread gathers.  Under load batches fill
+without waiting at all, and with one thread per core and single-threaded kernels (``train.py serve``'s
+default), each core runs whole batches of its own instead of every kernel being split over cores that the
+HTTP front end also needs.  A caller gets a ``concurrent.futures.Future`` (wrap it
 with ``asyncio.wrap_future`` in a server).  ``Unbatched`` has the same interface and runs every request on
 its own, for ``--no-batching``.
 """
@@ -47,19 +50,26 @@ class Batcher:
         timeout_s: how long the first request of a batch waits for others.
         max_queued_rows: rows allowed to wait; past it ``submit`` refuses with UNAVAILABLE.
         on_batch: called with each merged call's row count (metrics).
+        threads: batches that may run at once.
     """
 
     def __init__(self, run: Callable[[np.ndarray], Outputs], *, max_batch_size: int, timeout_s: float,
-                 max_queued_rows: int, on_batch: Callable[[int], None] | None = None, name: str = "model"):
+                 max_queued_rows: int, on_batch: Callable[[int], None] | None = None, name: str = "model",
+                 threads: int = 1):
         self._run, self._max, self._timeout = run, max_batch_size, timeout_s
         self._max_queued, self._on_batch, self._name = max_queued_rows, on_batch, name
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_rows = 0
         self._closed = False
+        # Whoever holds _turn gathers the next batch; _carry and _stopped belong to it.
+        self._turn = threading.Lock()
         self._carry: _Task | None = None
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, rows: np.ndarray) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -84,9 +94,14 @@ class Batcher:
                 self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    # --- the worker thread ---------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    # --- the worker threads ---------------------------------------------------------------------------
 
     def _next(self, timeout: float | None):
         if self._carry is not None:
@@ -115,14 +130,16 @@ class Batcher:
         return tasks, stop
 
     def _work(self) -> None:
-        stop = False
-        while not stop or self._carry is not None:
-            first = self._next(None)
-            if first is _STOP:
-                stop = True
-                continue
-            tasks, stopped = self._gather(first)
-            stop = stop or stopped
+        while True:
+            with self._turn:
+                if self._stopped and self._carry is None:
+                    return  # _STOP comes after everything queued before close(): all of it has run
+                first = self._next(None)
+                if first is _STOP:
+                    self._stopped = True
+                    continue
+                tasks, stopped = self._gather(first)
+                self._stopped = self._stopped or stopped
             self._run_batch(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:

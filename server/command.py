@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import dataclasses
+import gc
 import os
 import shutil
 import signal
@@ -50,7 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how long a batch's first request waits for others")
     batching.add_argument("--max-enqueued-batches", type=int, default=d.max_enqueued_batches,
                           help="batches allowed to wait; more requests are refused with 503")
-    net.add_argument("--workers", type=int, default=1,
+    batching.add_argument("--batch-threads", type=int, default=d.batch_threads,
+                          help="batches of one model that run at once (TF Serving's num_batch_threads); "
+                               "0: one per core, shared among --workers")
+    threads = parser.add_argument_group("TensorFlow threads")
+    threads.add_argument("--intra-op-threads", type=int, default=d.intra_op_threads,
+                         help="threads one kernel may use (TF Serving's --tensorflow_intra_op_parallelism); 1 lets "
+                              "each core run whole batches, 0 is TensorFlow's default of all cores")
+    threads.add_argument("--inter-op-threads", type=int, default=d.inter_op_threads,
+                         help="kernels that may run at once (--tensorflow_inter_op_parallelism); 0: one per core")
+    net.add_argument("--workers", type=int, default=d.workers,
                      help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of the models "
                           "and batching queue: 2 puts HTTP parsing on both cores of a 2-core machine")
     limits = parser.add_argument_group("Limits")
@@ -76,6 +86,10 @@ def settings_from(args) -> Settings:
             raise UserError(f"{flag} must be positive, got {value}")
     if args.batch_timeout_ms < 0 or args.shutdown_grace < 0:
         raise UserError("--batch-timeout-ms and --shutdown-grace cannot be negative")
+    for flag, value in (("--batch-threads", args.batch_threads), ("--intra-op-threads", args.intra_op_threads),
+                        ("--inter-op-threads", args.inter_op_threads)):
+        if value < 0:
+            raise UserError(f"{flag} cannot be negative (0 means one per core), got {value}")
     for flag, port in (("--rest-port", args.rest_port), ("--grpc-port", args.grpc_port)):
         if not 0 <= port <= 65535:
             raise UserError(f"{flag} {port} is not a port number (0-65535)")
@@ -83,6 +97,8 @@ def settings_from(args) -> Settings:
         DEFAULTS, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port, versions=args.versions,
         poll_seconds=args.poll_seconds, batching=args.batching, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_enqueued_batches=args.max_enqueued_batches,
+        batch_threads=args.batch_threads, intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads, workers=args.workers,
         max_body_bytes=int(args.max_body_mb * 2**20), max_instances=args.max_instances, max_images=args.max_images,
         request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace)
 
@@ -120,8 +136,8 @@ def summary(manager, settings: Settings, rest_port: int, grpc_port: int) -> list
             shape = "x".join(map(str, servable.input_shape)) if servable else "-"
             detail = f"input {shape}, {len(servable.class_names)} classes" if servable else status.error
             lines.append(f"  {name} version {status.version}: {status.state} ({detail})")
-    batching = (f"on (up to {settings.max_batch_size} rows, {settings.batch_timeout_ms:g} ms)" if settings.batching
-                else "off")
+    batching = (f"on (up to {settings.max_batch_size} rows, {settings.batch_timeout_ms:g} ms, "
+                f"{settings.batch_thread_count} at once)" if settings.batching else "off")
     return [f"Serving {len(manager.models)} model(s) from {', '.join(manager.bases)} (versions: {settings.versions}):",
             *lines,
             f"REST  http://{settings.host}:{rest_port}/v1/models/NAME   page http://{settings.host}:{rest_port}/",
@@ -129,6 +145,26 @@ def summary(manager, settings: Settings, rest_port: int, grpc_port: int) -> list
             f"Limits: body {settings.max_body_bytes / 2**20:g} MiB, {settings.max_instances} instances, "
             f"{settings.max_images} images a request, {settings.request_timeout_s:g} s timeout. "
             "Ctrl-C or SIGTERM stops."]
+
+
+def settle_heap() -> None:
+    """One full collection, then what survives is frozen out of the collector's sight (``gc.freeze``).
+
+    TensorFlow and the loaded models are some 400,000 objects.  Unfrozen, every full collection walks them
+    all: about 200 ms holding the GIL, set off every few hundred requests by the lists a JSON body parses
+    into, and every request in flight waits.  Redone after each version loads or unloads, so a dropped
+    version's objects are not kept frozen and are collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def configure_tensorflow(settings: Settings) -> None:
+    """TensorFlow's thread pools, set before the first model loads (they cannot change afterwards)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
 
 
 async def serve(settings: Settings, bases: list[str]) -> None:
@@ -144,12 +180,15 @@ async def serve(settings: Settings, bases: list[str]) -> None:
     worker = os.environ.get(WORKER)
     policy = parse_policy(settings.versions)
     rest_socket = bind(settings.host, settings.rest_port, "--rest-port", shared=worker is not None)
+    configure_tensorflow(settings)
     metrics = Metrics()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
 
     def on_change(name, version, state, error):
         if name != "*":
             metrics.version_state(name, version, state)
+            if state in ("AVAILABLE", "END"):
+                settle_heap()
         if error or state in ("AVAILABLE", "END") and name != "*" and worker in (None, "0"):
             print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
                   flush=True)

@@ -78,7 +78,8 @@ def loader(settings, executor, on_batch=None):
             return Unbatched(servable.run, executor=executor, on_batch=count)
         return Batcher(servable.run, max_batch_size=settings.max_batch_size,
                        timeout_s=settings.batch_timeout_ms / 1000.0, max_queued_rows=settings.max_queued_rows,
-                       on_batch=count, name=f"{servable.name}/{servable.version}")
+                       on_batch=count, name=f"{servable.name}/{servable.version}",
+                       threads=settings.batch_thread_count)
 
     def load(name: str, version_dir: str, version: int) -> Servable:
         export = load_export(version_dir)

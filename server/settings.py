@@ -9,6 +9,7 @@ images per request, a deadline) are ours, so the server is safe to put on a netw
 from __future__ import annotations
 
 import dataclasses
+import os
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Settings:
     host: str = "127.0.0.1"             # loopback unless asked: a server is put on a network on purpose
     rest_port: int = 8501               # TF Serving's REST port
     grpc_port: int = 8500               # TF Serving's gRPC port
+    workers: int = 1                    # server processes sharing the ports
     versions: str = "latest"            # latest | all | N,M  (TF Serving's model_version_policy)
     poll_seconds: float = 1.0           # how often the base folder is looked at for new versions
     # Dynamic batching: concurrent requests to one model are merged into one call.
@@ -23,6 +25,11 @@ class Settings:
     max_batch_size: int = 64            # rows in one merged call
     batch_timeout_ms: float = 2.0       # how long the first request of a batch waits for company
     max_enqueued_batches: int = 64      # beyond this many waiting batches a request is refused (503)
+    batch_threads: int = 0              # batches of one model run at once (num_batch_threads); 0: one per core
+    # TensorFlow's thread pools (TF Serving's --tensorflow_intra_op_parallelism / _inter_op_): one thread per
+    # kernel, so each core runs whole batches and no kernel waits on a core the HTTP front end is using.
+    intra_op_threads: int = 1
+    inter_op_threads: int = 0           # 0: TensorFlow's default (one per core)
     # Limits on what one request may ask.
     max_body_bytes: int = 32 * 1024 * 1024
     max_instances: int = 1024           # rows (images) in one :predict request
@@ -34,6 +41,13 @@ class Settings:
     @property
     def max_queued_rows(self) -> int:
         return self.max_batch_size * self.max_enqueued_batches
+
+    @property
+    def batch_thread_count(self) -> int:
+        """Batch threads per model in one server process: the cores, shared among the --workers processes."""
+        if self.batch_threads:
+            return self.batch_threads
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
 
 
 DEFAULTS = Settings()

@@ -58,6 +58,22 @@ def test_batched_results_are_identical_to_unbatched_and_calls_are_merged():
     batcher.join(5)
 
 
+def test_with_two_threads_two_batches_run_at_once_and_closing_stops_both():
+    both = threading.Barrier(2, timeout=10)  # passes only when two batches are inside the model together
+
+    def run(images):
+        both.wait()
+        return model_call(images)
+
+    batcher = Batcher(run, max_batch_size=2, timeout_s=0.0, max_queued_rows=100, threads=2)
+    rows = [np.full((2, 1), i, np.float32) for i in range(6)]
+    futures = [batcher.submit(r) for r in rows]
+    assert [f.result(20)["sum"].tolist() for f in futures] == [[float(i)] * 2 for i in range(6)]
+    batcher.close()
+    batcher.join(5)
+    assert not batcher.alive()
+
+
 def test_a_request_larger_than_a_batch_runs_alone_and_a_full_queue_refuses():
     release = threading.Event()
 
@@ -88,7 +104,7 @@ def test_closing_runs_what_is_queued_and_later_requests_still_get_answers():
     assert [f.result(10)["sum"].tolist() for f in queued] == [[float(i)] for i in range(6)]
     assert late.result(10)["sum"].tolist() == [9.0]
     batcher.join(5)
-    assert not batcher._thread.is_alive()
+    assert not batcher.alive()
 
 
 def test_a_model_error_reaches_every_caller_of_the_batch_and_the_worker_lives_on():
@@ -316,6 +332,35 @@ def test_the_command_line_refuses_bad_settings_in_one_line():
     parser = build_parser()
     assert settings_from(parser.parse_args([])) == DEFAULTS
     for flags in (["--max-batch-size", "0"], ["--rest-port", "70000"], ["--batch-timeout-ms", "-1"],
-                  ["--max-body-mb", "0"]):
+                  ["--max-body-mb", "0"], ["--batch-threads", "-1"], ["--intra-op-threads", "-2"]):
         with pytest.raises(UserError):
             settings_from(parser.parse_args(flags))
+    assert settings_from(parser.parse_args(["--batch-threads", "3"])).batch_thread_count == 3
+    # 0, the default: the cores, shared among the worker processes.
+    cores = len(os.sched_getaffinity(0))
+    assert settings_from(parser.parse_args([])).batch_thread_count == cores
+    assert settings_from(parser.parse_args(["--workers", str(cores)])).batch_thread_count == 1
+
+
+def test_settling_the_heap_freezes_what_lives_and_collects_the_garbage_first():
+    import gc
+    import weakref
+
+    from server.command import settle_heap
+
+    class Node:
+        pass
+
+    garbage, alive = Node(), Node()
+    garbage.self = garbage  # a cycle only the cyclic collector frees
+    gone, kept = weakref.ref(garbage), weakref.ref(alive)
+    del garbage
+    try:
+        settle_heap()
+        assert gone() is None and kept() is alive
+        assert gc.get_freeze_count() > 1000  # pytest, numpy, TensorFlow: out of every later full collection
+        frozen = gc.get_freeze_count()
+        settle_heap()  # again, as after a version loads: unfrozen, collected, frozen
+        assert abs(gc.get_freeze_count() - frozen) < frozen // 10
+    finally:
+        gc.unfreeze()
