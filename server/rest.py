@@ -31,7 +31,7 @@ from starlette.routing import Route
 from server.errors import ServingError, invalid
 from server.metrics import Metrics
 from server.service import Service
-from server.tensors import format_predict, parse_json, parse_predict
+from server.tensors import format_predict, parse_predict_body
 
 PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?:(?P<metadata>/metadata)|:(?P<verb>[a-z_]+))?$")
 MODELS = "/v1/models/"
@@ -79,9 +79,9 @@ def build_app(service: Service, metrics: Metrics):
                 "metadata": {"signature_def": defs}}
 
     async def predict(name, version, request):
-        servable = service.servable(name, version)  # its input shape lets parse_predict take its fast path
-        document = parse_json(await read_body(request, settings.max_body_bytes))
-        signature, images, columnar = parse_predict(document, "images", settings.max_instances, servable.input_shape)
+        servable = service.servable(name, version)  # its input shape lets the parse take its fast path
+        body = await read_body(request, settings.max_body_bytes)
+        signature, images, columnar = parse_predict_body(body, "images", settings.max_instances, servable.input_shape)
         _, outputs = await service.predict(name, version, signature, images)
         return format_predict(outputs, columnar)
 

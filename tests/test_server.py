@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+import json
 import os
+import random
 import shutil
 import threading
 import time
@@ -20,7 +22,7 @@ from server.batching import Batcher, Unbatched, split_outputs
 from server.errors import ServingError
 from server.models import Manager, find_models, parse_policy, wanted_versions
 from server.settings import DEFAULTS
-from server.tensors import format_predict, parse_json, parse_predict
+from server.tensors import format_predict, parse_json, parse_pixels, parse_predict, parse_predict_body
 from tests.test_serving import tiny_model
 
 
@@ -189,6 +191,76 @@ def test_the_fast_path_for_well_formed_pixels_reads_what_numpy_reads():
         parse_predict({"instances": odd}, "images", 10, (4, 3, 2))
     wrong = parse_predict({"instances": [[[[0, 0]] * 3] * 5]}, "images", 10, (4, 3, 2))[1]
     assert wrong.shape == (1, 5, 3, 2)  # the shape check that follows says what was expected
+
+
+def _general(body, shape, limit):
+    """What the general path (parse the JSON document, then read it) answers: an array or an error."""
+    try:
+        return parse_predict(parse_json(body), "images", limit, shape)
+    except ServingError as error:
+        return str(error)
+
+
+def _fast_or_general(body, shape, limit):
+    try:
+        return parse_predict_body(body, "images", limit, shape)
+    except ServingError as error:
+        return str(error)
+
+
+def _same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return a[0] == b[0] and a[2] == b[2] and a[1].dtype == b[1].dtype and np.array_equal(a[1], b[1])
+
+
+def test_a_body_of_bare_pixels_is_read_without_nested_lists_and_exactly_as_the_document_is():
+    rng = np.random.default_rng(5)
+    shape = (3, 2, 3)
+    images = rng.integers(0, 256, (2, *shape))
+    floats = (images / 7).round(3).tolist()
+    floats[1][2][0][1] = -1.5e-3
+    bodies = [json.dumps({"instances": images.tolist()}).encode(),
+              json.dumps({"inputs": floats}, separators=(",", ":")).encode(),
+              b'\n {\t"instances" :' + json.dumps(images[:1].tolist(), indent=2).encode() + b" }\r\n"]
+    for body in bodies:
+        assert parse_pixels(body, shape, 10) is not None  # the fast path took it
+        assert _same(_fast_or_general(body, shape, 10), _general(body, shape, 10))
+    # Bodies it must leave to the general path, which answers them (or refuses them) as before.
+    for body in (b'{"instances": [[[[1,2,3],[4,5,6]]]]}',                       # another shape
+                 b'{"instances": [[[[1,2,3],[4,5,6]],[[1,2,3],[4,5,.6]],[[1,2,3],[4,5,6]]]]}',  # not JSON
+                 b'{"instances": [], "signature_name": "serving_default"}',
+                 b'{"instances": [{"images": [[[1,2,3],[4,5,6]],[[1,2,3],[4,5,6]],[[1,2,3],[4,5,6]]]}]}',
+                 bodies[0] + b"}", bodies[0][:-1]):
+        assert parse_pixels(body, shape, 10) is None
+        assert _same(_fast_or_general(body, shape, 10), _general(body, shape, 10))
+    assert parse_pixels(bodies[0], shape, 1) is None  # two images, one allowed: the general path says so
+    moved = b'{"instances": [[0[[, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]], [[12, 13, 14], [15, 16, 17]]]]}'
+    assert parse_pixels(moved, shape, 10) is None  # a number outside its brackets, though the skeleton is right
+    assert "Malformed JSON" in _fast_or_general(moved, shape, 10)
+
+
+def test_mutated_pixel_bodies_get_the_same_answer_or_error_from_the_fast_path():
+    rng = random.Random(7)
+    shape = (2, 2, 3)
+    base = json.dumps({"instances": np.arange(24).reshape(2, *shape).tolist()}).encode()
+    alphabet = b"[],. 0123456789eE+-{}\":xn"
+    fast_taken = 0
+    for _ in range(3000):
+        body = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(body))
+            kind = rng.random()
+            if kind < 0.4:
+                del body[at]
+            elif kind < 0.8:
+                body.insert(at, rng.choice(alphabet))
+            else:
+                body[at] = rng.choice(alphabet)
+        body = bytes(body)
+        fast_taken += parse_pixels(body, shape, 4) is not None
+        assert _same(_fast_or_general(body, shape, 4), _general(body, shape, 4)), body
+    assert fast_taken > 100  # many mutations (a digit more or less) are still well-formed pixels
 
 
 @pytest.mark.parametrize("body, words", [
