@@ -13,6 +13,9 @@ connections, one per concurrent client); gRPC load from a grpc.aio client in its
 ``tensorflow-serving-api`` stub.  Server and load generator share this machine's cores, as they would on a
 laptop: the ratios, not the absolute numbers, are what carry to another machine.
 
+The in-process rate is measured right before and after each server's cells, and each cell's ratio is to
+the mean of those two, since this machine's speed drifts within minutes.
+
 Memory: the server's RSS and peak RSS (VmHWM) after 1,000 requests and after 50,000, and before and after
 1,000 hostile requests (the test suite's fuzzer).  It compares; it asserts nothing.
 Writes JSON (default bench/results/serve_{quick,full}.json).
@@ -201,10 +204,15 @@ def measure(server, api, name, body_file, image_file, concurrency, seconds, fold
     return cell
 
 
+_EXPORTS: dict = {}
+
+
 def in_process(model_dir: str, images, seconds: float) -> dict:
     from serving.load import load_export
 
-    export = load_export(model_dir)
+    if model_dir not in _EXPORTS:
+        _EXPORTS[model_dir] = load_export(model_dir)
+    export = _EXPORTS[model_dir]
     export.predict(images[:BATCH], batch_size=BATCH)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -270,27 +278,33 @@ def main(argv=None) -> int:
             with open(body_file, "w") as f:
                 json.dump({"instances": images[:1].astype(int).tolist()}, f)
             np.save(image_file, images[:1])
-            row = {"in_process_batched": in_process(model_dir, images, s["inprocess_seconds"])}
-            print(f"{label}: in-process batched predict {row['in_process_batched']['predictions_per_s']:.0f}/s",
-                  flush=True)
-            for batching in ("on", "off"):
-                server = Server(model_dir, "--batching" if batching == "on" else "--no-batching")
+            row, in_process_rates = {}, []
+            configurations = [("batching_on", ["--batching"], CONCURRENCY),
+                              ("batching_off", ["--no-batching"], CONCURRENCY),
+                              ("batching_on", ["--workers", "2"], (64,))]
+            for config, flags, concurrencies in configurations:
+                # The in-process rate right before and after each server's cells, and each cell compared with
+                # their mean: this machine's speed drifts by a quarter within minutes.
+                before = in_process(model_dir, images, s["inprocess_seconds"])["predictions_per_s"]
+                print(f"{label}: in-process batched predict {before:.0f}/s", flush=True)
+                server = Server(model_dir, *flags)
+                keys = []
                 try:
                     for api in ("rest", "grpc"):
-                        for concurrency in CONCURRENCY:
-                            key = f"{api}_batching_{batching}_c{concurrency}"
+                        for concurrency in concurrencies:
+                            key = f"{api}_{config}_c{concurrency}" + ("_workers2" if "--workers" in flags else "")
                             row[key] = measure(server, api, name, body_file, image_file, concurrency, s["seconds"],
-                                               folder, row["in_process_batched"]["predictions_per_s"], key)
+                                               folder, before, key)
+                            keys.append(key)
                 finally:
                     server.stop()
-            server = Server(model_dir, "--workers", "2")
-            try:
-                for api in ("rest", "grpc"):
-                    key = f"{api}_batching_on_c64_workers2"
-                    row[key] = measure(server, api, name, body_file, image_file, 64, s["seconds"], folder,
-                                       row["in_process_batched"]["predictions_per_s"], key)
-            finally:
-                server.stop()
+                after = in_process(model_dir, images, s["inprocess_seconds"])["predictions_per_s"]
+                in_process_rates += [before, after]
+                for key in keys:
+                    row[key]["in_process_per_s"] = (before + after) / 2
+                    row[key]["vs_in_process"] = row[key]["predictions_per_s"] / row[key]["in_process_per_s"]
+            row["in_process_batched"] = {"predictions_per_s": sum(in_process_rates) / len(in_process_rates),
+                                         "each_measurement": in_process_rates, "batch_size": BATCH}
             for api in ("rest", "grpc"):
                 on, off = row[f"{api}_batching_on_c64"], row[f"{api}_batching_off_c64"]
                 row[f"{api}_c64_batching_on_vs_off"] = on["predictions_per_s"] / off["predictions_per_s"]

@@ -52,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--max-enqueued-batches", type=int, default=d.max_enqueued_batches,
                           help="batches allowed to wait; more requests are refused with 503")
     batching.add_argument("--batch-threads", type=int, default=d.batch_threads,
-                          help="batches of one model that run at once (TF Serving's num_batch_threads); "
-                               "0: one per core, shared among --workers")
+                          help="batches of one model that run at once in each process (TF Serving's "
+                               "num_batch_threads); 0: one per core")
     threads = parser.add_argument_group("TensorFlow threads")
     threads.add_argument("--intra-op-threads", type=int, default=d.intra_op_threads,
                          help="threads one kernel may use (TF Serving's --tensorflow_intra_op_parallelism); 1 lets "
                               "each core run whole batches, 0 is TensorFlow's default of all cores")
     threads.add_argument("--inter-op-threads", type=int, default=d.inter_op_threads,
                          help="kernels that may run at once (--tensorflow_inter_op_parallelism); 0: one per core")
-    net.add_argument("--workers", type=int, default=d.workers,
+    net.add_argument("--workers", type=int, default=1,
                      help="server processes sharing the ports (SO_REUSEPORT), each with its own copy of the models "
                           "and batching queue: 2 puts HTTP parsing on both cores of a 2-core machine")
     limits = parser.add_argument_group("Limits")
@@ -98,7 +98,7 @@ def settings_from(args) -> Settings:
         poll_seconds=args.poll_seconds, batching=args.batching, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_enqueued_batches=args.max_enqueued_batches,
         batch_threads=args.batch_threads, intra_op_threads=args.intra_op_threads,
-        inter_op_threads=args.inter_op_threads, workers=args.workers,
+        inter_op_threads=args.inter_op_threads,
         max_body_bytes=int(args.max_body_mb * 2**20), max_instances=args.max_instances, max_images=args.max_images,
         request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace)
 

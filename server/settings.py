@@ -17,7 +17,6 @@ class Settings:
     host: str = "127.0.0.1"             # loopback unless asked: a server is put on a network on purpose
     rest_port: int = 8501               # TF Serving's REST port
     grpc_port: int = 8500               # TF Serving's gRPC port
-    workers: int = 1                    # server processes sharing the ports
     versions: str = "latest"            # latest | all | N,M  (TF Serving's model_version_policy)
     poll_seconds: float = 1.0           # how often the base folder is looked at for new versions
     # Dynamic batching: concurrent requests to one model are merged into one call.
@@ -44,10 +43,9 @@ class Settings:
 
     @property
     def batch_thread_count(self) -> int:
-        """Batch threads per model in one server process: the cores, shared among the --workers processes."""
-        if self.batch_threads:
-            return self.batch_threads
-        return max(1, len(os.sched_getaffinity(0)) // self.workers)
+        """Batch threads per model in one server process.  One per core in each of the --workers processes
+        too: one gRPC client's requests all reach one worker (one connection), which then needs every core."""
+        return self.batch_threads or len(os.sched_getaffinity(0))
 
 
 DEFAULTS = Settings()

@@ -408,10 +408,7 @@ def test_the_command_line_refuses_bad_settings_in_one_line():
         with pytest.raises(UserError):
             settings_from(parser.parse_args(flags))
     assert settings_from(parser.parse_args(["--batch-threads", "3"])).batch_thread_count == 3
-    # 0, the default: the cores, shared among the worker processes.
-    cores = len(os.sched_getaffinity(0))
-    assert settings_from(parser.parse_args([])).batch_thread_count == cores
-    assert settings_from(parser.parse_args(["--workers", str(cores)])).batch_thread_count == 1
+    assert settings_from(parser.parse_args([])).batch_thread_count == len(os.sched_getaffinity(0))  # 0: the cores
 
 
 def test_settling_the_heap_freezes_what_lives_and_collects_the_garbage_first():

@@ -572,10 +572,11 @@ def block_serve() -> list[str]:
                 lines.append(f"| {label} | {'REST' if api == 'rest' else 'gRPC'} | {batching} | {' | '.join(cells)} | "
                              f"{workers} | {base:,.0f}/s |")
         rest = row["rest_batching_on_c64"]
-        best = max((row.get(k) or {}).get("predictions_per_s", 0) for k in ("rest_batching_on_c64",
-                                                                             "rest_batching_on_c64_workers2"))
+        workers = row.get("rest_batching_on_c64_workers2")
         notes.append(f"- {label}: REST at concurrency 64 with batching is **{rest['vs_in_process']:.2f}×** the "
-                     f"in-process batched predict ({best / base:.2f}× at best of one and two workers); batching on is "
+                     f"in-process batched predict"
+                     + (f" (**{workers['vs_in_process']:.2f}×** with `--workers 2`)" if workers else "")
+                     + "; batching on is "
                      f"**{row['rest_c64_batching_on_vs_off']:.2f}×** off over REST and "
                      f"{row['grpc_c64_batching_on_vs_off']:.2f}× over gRPC.")
     memory = next(v for k, v in data["results"].items() if k.startswith("memory"))
@@ -584,7 +585,9 @@ def block_serve() -> list[str]:
                  f"1,000 requests, {memory[sent]['rss_mib']:.0f} MiB after {int(sent[6:]):,} (peak "
                  f"{memory[sent]['peak_rss_mib']:.0f} MiB), {memory['after_1000_hostile_more']['rss_mib']:.0f} MiB after "
                  f"1,000 hostile requests more (answered {', '.join(map(str, memory['hostile_status_codes']))}).")
-    return (["Predictions/s with (p50 / p99 latency), one image a request; `python bench/bench_serve.py --quick`.", ""]
+    return (["Predictions/s with (p50 / p99 latency), one image a request; `python bench/bench_serve.py --quick`. "
+             "The in-process column is the mean of the rates measured right before and after each server's cells; "
+             "each ratio below is to the two around its own cell.", ""]
             + lines + [""] + notes + ["", _machine(data, "serve_quick.json")])
 
 
@@ -600,6 +603,10 @@ def block_serve_limits() -> list[str]:
             ("rows in one merged call", f"{d.max_batch_size}", "--max-batch-size", "the rest wait for the next call"),
             ("a batch's wait for company", f"{d.batch_timeout_ms:g} ms", "--batch-timeout-ms", "the batch runs"),
             ("batches waiting", f"{d.max_enqueued_batches}", "--max-enqueued-batches", "503 / `UNAVAILABLE`"),
+            ("batches of one model running at once", "one per core", "--batch-threads",
+             "the next batch gathers meanwhile"),
+            ("threads one TensorFlow kernel uses", f"{d.intra_op_threads}", "--intra-op-threads",
+             "each core runs whole batches"),
             ("in-flight requests at SIGTERM", f"{d.shutdown_grace_s:g} s", "--shutdown-grace", "cut off")]
     return (["| limit | default | flag | past it |", "|---|---|---|---|"]
             + [f"| {what} | {default} | {f'`{flag}`' if flag else ''} | {past} |" for what, default, flag, past in rows])
