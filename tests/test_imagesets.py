@@ -722,6 +722,29 @@ def test_tfds_prepared_dataset(tfds_dir):
     assert rows(*data.arrays["train"]) + rows(*data.arrays["val"]) == rows(images[:300, ..., None], labels[:300])
 
 
+def test_two_workers_of_a_multi_worker_run_read_disjoint_shards_of_a_tfds_source(tfds_dir):
+    import collections
+
+    import tensorflow as tf
+
+    from training.data import worker_pipeline
+
+    data = imagesets.load("tfds:imagesets_tiny_digits", data_dir=str(tfds_dir))
+    config = {"batch_size": 32, "seed": 0, "fit_on_val": False}
+    train_images, train_labels = data.arrays["train"]
+    source = collections.Counter(zip((x.tobytes() for x in train_images), train_labels.tolist()))
+    shards = []
+    for worker in range(2):  # the InputContext tf.distribute gives each worker of a 2-worker cluster
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2)
+        batches = list(worker_pipeline(config, data, context))
+        assert {len(x) for x, _ in batches[:-1]} == {16}  # its share of --batch-size 32
+        shards.append(collections.Counter((x.tobytes(), int(np.argmax(y))) for xs, ys in batches
+                                          for x, y in zip(xs.numpy(), ys.numpy())))
+    half = len(train_labels) // 2
+    assert sum(shards[0].values()) == sum(shards[1].values()) == half
+    assert not (shards[0] + shards[1]) - source  # no image read by both workers (beyond its copies in the split)
+
+
 def test_tfds_resized_and_converted(tfds_dir):
     data = imagesets.load("tfds:imagesets_tiny_digits", data_dir=str(tfds_dir), image_size=(16, 16), channels=3)
     assert data.input_shape == (16, 16, 3)

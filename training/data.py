@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 import augment
@@ -82,30 +84,36 @@ def training_arrays(config: dict, data) -> tuple[np.ndarray, np.ndarray]:
     return data.arrays["train"]
 
 
+def train_pipeline(config: dict, data, batch_size: int, shard=None, mix=None):
+    """The training images, shuffled each epoch, in batches of ``batch_size`` (``shard``: a share of them).
+    uint8 batches: the network casts them in its graph; the mixers blend pixels, so they get floats."""
+    x_train, y_train = training_arrays(config, data)
+    ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=batch_size, shuffle=True,
+                       seed=config["seed"], shard=shard, cast=mix is not None)
+    return ds.map(mix) if mix is not None else ds
+
+
+def worker_pipeline(config: dict, data, context, mix=None):
+    """One worker's training pipeline under a multi-worker strategy, given its ``tf.distribute.InputContext``
+    (what ``distribute_datasets_from_function`` calls on each worker): its own shard of the images, whatever
+    the source (a folder, ``tfds:``, a built-in set: all are rows of the image cache by then), in batches of
+    its share of --batch-size."""
+    return train_pipeline(config, data, context.get_per_replica_batch_size(config["batch_size"]),
+                          (context.num_input_pipelines, context.input_pipeline_id), mix)
+
+
 def pipelines(config: dict, data, mix=None, strategy=None):
     """(training, validation) tf.data pipelines: shuffled, batched, one-hot, mixed when asked.
 
     Under a multi-worker strategy each worker's training pipeline reads only
-    its own shard of the images (``make_pipeline(shard=...)``) in batches of
-    its share of --batch-size, through ``distribute_datasets_from_function``;
-    left to tf.distribute's automatic sharding, every worker would read every
-    image and drop all but its share."""
-    x_train, y_train = training_arrays(config, data)
-
-    def train_pipeline(batch_size, shard=None):
-        # uint8 batches: the network casts them in its graph; the mixers blend pixels, so they get floats.
-        ds = make_pipeline(x_train, y_train, data.num_classes, batch_size=batch_size, shuffle=True,
-                           seed=config["seed"], shard=shard, cast=mix is not None)
-        return ds.map(mix) if mix is not None else ds
-
+    its own shard of the images (``worker_pipeline``) through
+    ``distribute_datasets_from_function``; left to tf.distribute's automatic
+    sharding, every worker would read every image and drop all but its share."""
     if strategy is not None and is_multi_worker(strategy):
-        def per_worker(context):
-            return train_pipeline(context.get_per_replica_batch_size(config["batch_size"]),
-                                  (context.num_input_pipelines, context.input_pipeline_id))
-
-        train_ds = strategy.distribute_datasets_from_function(per_worker)
+        train_ds = strategy.distribute_datasets_from_function(
+            functools.partial(worker_pipeline, config, data, mix=mix))
     else:
-        train_ds = train_pipeline(config["batch_size"])
+        train_ds = train_pipeline(config, data, config["batch_size"], mix=mix)
     # Validation batches the size of training's: a few of them are in flight at once (prefetch), so a fixed
     # 256 would hold several 256-image float32 batches whatever --batch-size asked for.
     val_ds = make_pipeline(*data.arrays["val"], data.num_classes, batch_size=config["batch_size"], shuffle=False,
