@@ -13,7 +13,10 @@ connections, one per concurrent client); gRPC load from a grpc.aio client in its
 ``tensorflow-serving-api`` stub.  Server and load generator share this machine's cores, as they would on a
 laptop: the ratios, not the absolute numbers, are what carry to another machine.
 
-The in-process rate is measured right before and after each server's cells, and each cell's ratio is to
+Beside them, the model alone as the server runs it (its TensorFlow threads and batch threads, in a
+process of its own), in batches and one image a call: their ratio is the most batching can gain,
+whatever the HTTP around it.  The in-process rate is measured right before and
+after each server's cells, and each cell's ratio is to
 the mean of those two, since this machine's speed drifts within minutes.
 
 Memory: the server's RSS and peak RSS (VmHWM) after 1,000 requests and after 50,000, and before and after
@@ -221,6 +224,66 @@ def in_process(model_dir: str, images, seconds: float) -> dict:
     return {"predictions_per_s": count / (time.perf_counter() - start), "batch_size": BATCH}
 
 
+def _images_per_second(call, threads: int, seconds: float) -> float:
+    import threading
+
+    counts, stop = [], time.perf_counter() + seconds
+
+    def caller(offset):
+        done = 0
+        while time.perf_counter() < stop:
+            done += call(offset + done)
+        counts.append(done)
+
+    start = time.perf_counter()
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def batching_ceiling(model_dir: str, seconds: float) -> dict:
+    """The model alone, as the server runs it (its TensorFlow threads, one batch thread per core; with
+    --no-batching, ``unbatched_threads`` calls of one image at once), in a process of its own: images/s in
+    batches of BATCH and one at a time.  Their ratio is the most batching can gain, whatever the HTTP around."""
+    result = subprocess.run([sys.executable, __file__, "--ceiling", model_dir, str(seconds)], capture_output=True,
+                            text=True, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f"ceiling measurement failed: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _ceiling(model_dir: str, seconds: float) -> dict:
+    import numpy as np
+
+    from server.command import configure_tensorflow
+    from server.settings import DEFAULTS
+    from serving.load import load_export
+
+    configure_tensorflow(DEFAULTS)
+    export = load_export(model_dir)
+    images = np.random.default_rng(0).integers(0, 256, (BATCH * 4, *export.input_shape)).astype(np.float32)
+
+    def batched(i):
+        start = (i % 4) * BATCH
+        export.predict(images[start:start + BATCH], batch_size=BATCH)
+        return BATCH
+
+    def one(i):
+        export.predict(images[i % len(images)][None], batch_size=1)
+        return 1
+
+    batched(0), one(0)
+    rates = {"batched_per_s": _images_per_second(batched, DEFAULTS.batch_thread_count, seconds),
+             "one_at_a_time_per_s": _images_per_second(one, DEFAULTS.unbatched_threads, seconds),
+             "batch_threads": DEFAULTS.batch_thread_count, "unbatched_threads": DEFAULTS.unbatched_threads,
+             "intra_op_threads": DEFAULTS.intra_op_threads}
+    rates["ratio"] = rates["batched_per_s"] / rates["one_at_a_time_per_s"]
+    return rates
+
+
 def memory_rows(model_dir: str, body_file: str, folder: str) -> dict:
     """RSS after 1,000 and 50,000 requests, then around 1,000 hostile ones."""
     import random
@@ -253,6 +316,9 @@ def memory_rows(model_dir: str, body_file: str, folder: str) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--ceiling"]:
+        print(json.dumps(_ceiling(argv[1], float(argv[2]))))
+        return 0
     if argv[:1] == ["--grpc-client"]:
         target, model, image_file, concurrency, seconds = argv[1:6]
         print(json.dumps(asyncio.run(_grpc_load(target, model, image_file, int(concurrency), float(seconds)))))
@@ -305,6 +371,11 @@ def main(argv=None) -> int:
                     row[key]["vs_in_process"] = row[key]["predictions_per_s"] / row[key]["in_process_per_s"]
             row["in_process_batched"] = {"predictions_per_s": sum(in_process_rates) / len(in_process_rates),
                                          "each_measurement": in_process_rates, "batch_size": BATCH}
+            ceiling = batching_ceiling(model_dir, s["inprocess_seconds"])
+            row["batching_ceiling"] = ceiling
+            print(f"{label}: the model as the server runs it: {ceiling['batched_per_s']:.0f}/s in batches of {BATCH}, "
+                  f"{ceiling['one_at_a_time_per_s']:.0f}/s one image a call; {ceiling['ratio']:.2f}x, the most "
+                  "batching can gain", flush=True)
             for api in ("rest", "grpc"):
                 on, off = row[f"{api}_batching_on_c64"], row[f"{api}_batching_off_c64"]
                 row[f"{api}_c64_batching_on_vs_off"] = on["predictions_per_s"] / off["predictions_per_s"]

@@ -182,7 +182,8 @@ async def serve(settings: Settings, bases: list[str]) -> None:
     rest_socket = bind(settings.host, settings.rest_port, "--rest-port", shared=worker is not None)
     configure_tensorflow(settings)
     metrics = Metrics()
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.unbatched_threads,
+                                                     thread_name_prefix="predict")
 
     def on_change(name, version, state, error):
         if name != "*":

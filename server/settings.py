@@ -25,6 +25,7 @@ class Settings:
     batch_timeout_ms: float = 2.0       # how long the first request of a batch waits for company
     max_enqueued_batches: int = 64      # beyond this many waiting batches a request is refused (503)
     batch_threads: int = 0              # batches of one model run at once (num_batch_threads); 0: one per core
+    unbatched_threads: int = 8          # --no-batching: requests that run at once, one image call each
     # TensorFlow's thread pools (TF Serving's --tensorflow_intra_op_parallelism / _inter_op_): one thread per
     # kernel, so each core runs whole batches and no kernel waits on a core the HTTP front end is using.
     intra_op_threads: int = 1
