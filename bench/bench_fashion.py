@@ -1,5 +1,5 @@
 """Fashion-MNIST test accuracy of each zoo family with this toolkit's recipe, beside
-the published results for the same families, and the time to reach 90/93/95%.
+the published results for the same families, and the time to reach 90/93/94/95%.
 
     .venv/bin/python bench/bench_fashion.py --quick          # LeNet-5 and ResNet-20 on a subset: a smoke run
     .venv/bin/python bench/bench_fashion.py --full           # 54,000 training images, the real recipe (hours)
@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import machine_info, parse_size  # noqa: E402
 
-THRESHOLDS = (0.90, 0.93, 0.95)
+THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
 
 # Rows of the Fashion-MNIST README's Benchmark table, matched to a zoo family.
 PUBLISHED = {
