@@ -15,9 +15,8 @@ laptop: the ratios, not the absolute numbers, are what carry to another machine.
 
 Beside them, the model alone as the server runs it (its TensorFlow threads and batch threads, in a
 process of its own), in batches and one image a call: their ratio is the most batching can gain,
-whatever the HTTP around it.  The in-process rate is measured right before and
-after each server's cells, and each cell's ratio is to
-the mean of those two, since this machine's speed drifts within minutes.
+whatever the HTTP around it.  The in-process rate is measured right before and after each server's
+cells, and each cell's ratio is to the mean of those two, since this machine's speed drifts within minutes.
 
 Memory: the server's RSS and peak RSS (VmHWM) after 1,000 requests and after 50,000, and before and after
 1,000 hostile requests (the test suite's fuzzer).  It compares; it asserts nothing.

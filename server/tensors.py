@@ -46,7 +46,6 @@ def parse_json(body: bytes) -> dict:
 
 _BODY = re.compile(rb'\A\s*\{\s*"(instances|inputs)"\s*:\s*(?=\[)')
 _NUMBER_CHARS = b"0123456789.eE+-"
-_NUMBER_AND_SPACE = b" \t\n\r" + _NUMBER_CHARS
 _NUMBERS_AS_ZERO = bytes.maketrans(_NUMBER_CHARS, b"0" * len(_NUMBER_CHARS))
 _BRACKETS_AS_SPACE = bytes.maketrans(b"[]", b"  ")
 
@@ -70,12 +69,12 @@ def parse_pixels(body: bytes, shape: tuple[int, ...], max_instances: int) -> tup
     if not end.endswith(b"}"):
         return None
     array = end[head.end():-1].rstrip()
+    compact = array.translate(_NUMBERS_AS_ZERO, b" \t\n\r")  # every number character a 0, no whitespace
     row = _row_skeleton(tuple(shape))
-    skeleton = array.translate(None, _NUMBER_AND_SPACE)
+    skeleton = compact.translate(None, b"0")
     rows, extra = divmod(len(skeleton) - 1, len(row) + 1)  # "[" + N rows joined by "," + "]"
     if extra or not 1 <= rows <= max_instances or skeleton != b"[" + b",".join([row] * rows) + b"]":
         return None
-    compact = array.translate(_NUMBERS_AS_ZERO, b" \t\n\r")
     if b"0[" in compact or b"]0" in compact:
         return None
     try:
