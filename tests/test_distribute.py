@@ -1,4 +1,8 @@
-"""Distributed training: two workers on localhost train one model together and the chief exports it."""
+"""Distributed training: two workers on localhost train one model together and the chief exports it.
+
+The cluster reads a ``tfds:`` source (a small TFDS dataset the tests prepare, since nothing can be
+downloaded here): each worker streams the splits into the image cache and reads only its own shard
+of the training images (``training.data.worker_pipeline``)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from training import distribute
 from training import run as training_run
 from core.errors import UserError
 
-RUN = ["--model", "lenet5", "--dataset", "digits", "--epochs", "2", "--patience", "0", "--verbose", "0"]
+RUN = ["--model", "lenet5", "--dataset", "tfds:imagesets_tiny_digits", "--epochs", "2", "--patience", "0",
+       "--verbose", "0"]
+RUN_NAME = "lenet5-imagesets_tiny_digits"
 
 
 def free_ports(n):
@@ -33,9 +39,12 @@ def free_ports(n):
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory):
     """Two worker processes, each with its own TF_CONFIG, running the same train.py command."""
+    from test_imagesets import ImagesetsTinyDigits
+
     base = tmp_path_factory.mktemp("cluster")
+    ImagesetsTinyDigits(data_dir=str(base / "tfds")).download_and_prepare()
     hosts = [f"localhost:{port}" for port in free_ports(2)]
-    args = [*RUN, "--strategy", "multi_worker", "--runs-dir", str(base / "runs"), "--export-dir", str(base / "exp")]
+    args = [*RUN, "--data-dir", str(base / "tfds"), "--strategy", "multi_worker", "--runs-dir", str(base / "runs"), "--export-dir", str(base / "exp")]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
@@ -60,14 +69,16 @@ def test_two_workers_train_together_and_only_the_chief_exports(cluster_run):
     base, outputs = cluster_run
     assert "2 replicas on 2 workers; this is worker 0" in outputs[0]
     assert "this is worker 1" in outputs[1]
-    # Each worker reads its own half of the 1,259 training images, not all of them.
+    # Each worker streamed the TFDS splits and reads its own half of the 270 training images, not all of them
+    # (which half: test_imagesets' test of worker_pipeline for these InputContexts shows the halves disjoint).
     for output in outputs:
-        assert "this worker reads its own 629 of the 1,259 training images an epoch" in output
-    chief_dir = base / "runs" / "lenet5-digits"
-    worker_dir = base / "runs" / ".worker1" / "lenet5-digits"
+        assert "Data: tfds:imagesets_tiny_digits, 10 classes" in output
+        assert "this worker reads its own 135 of the 270 training images an epoch" in output
+    chief_dir = base / "runs" / RUN_NAME
+    worker_dir = base / "runs" / ".worker1" / RUN_NAME
     assert (chief_dir / "metrics.json").is_file() and (worker_dir / "metrics.json").is_file()
-    assert os.listdir(base / "exp") == ["lenet5-digits"]
-    assert os.listdir(base / "exp" / "lenet5-digits") == ["1"]
+    assert os.listdir(base / "exp") == [RUN_NAME]
+    assert os.listdir(base / "exp" / RUN_NAME) == ["1"]
     # Synchronous training: both workers saw the same averaged losses and ended with the same model.
     assert (chief_dir / "history.csv").read_text() == (worker_dir / "history.csv").read_text()
     chief = json.loads((chief_dir / "metrics.json").read_text())
@@ -78,11 +89,11 @@ def test_two_workers_train_together_and_only_the_chief_exports(cluster_run):
 
 def test_the_chiefs_export_classifies_like_its_run(cluster_run, tmp_path):
     base, _ = cluster_run
-    chief = json.loads((base / "runs" / "lenet5-digits" / "metrics.json").read_text())
+    chief = json.loads((base / "runs" / RUN_NAME / "metrics.json").read_text())
     import imagesets
 
-    images, labels = imagesets.load("digits").arrays["test"]
-    np.save(tmp_path / "images.npy", images.astype(np.float32))
+    images, labels = imagesets.load("tfds:imagesets_tiny_digits", data_dir=str(base / "tfds")).arrays["test"]
+    np.save(tmp_path / "images.npy", np.asarray(images, np.float32))
     consumer = f"""
 import json
 import numpy as np, tensorflow as tf
@@ -104,7 +115,7 @@ def test_single_machine_strategies_export_the_same_signature(cluster_run, tmp_pa
     config = {"epochs": 1, "verbose": 0, "patience": 0, "strategy": "mirrored", "runs_dir": str(tmp_path / "runs"),
               "export_dir": str(tmp_path / "exp")}
     metrics = training_run.train(config, log=lambda *_: None)
-    chief = json.loads((base / "runs" / "lenet5-digits" / "metrics.json").read_text())
+    chief = json.loads((base / "runs" / RUN_NAME / "metrics.json").read_text())
 
     def signature(path):
         function = tf.saved_model.load(path).signatures["serving_default"]
