@@ -158,6 +158,11 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
 
     scorer = Scorer()
     callbacks = [scorer]
+    if config["ema"] is not None:  # --ema: the scorer sees the averaged weights, training the trained ones
+        from training.callbacks import AveragedWeights
+
+        averaged = AveragedWeights()
+        callbacks = [averaged, scorer, averaged.back]
     if minutes:
         # After the scorer, on a clock that leaves its test scoring out: the budget is training time.
         callbacks.append(budget.Deadline(run.run_dir, {"minutes": minutes, "epochs": planned}, scale, 0.0,

@@ -92,6 +92,21 @@ def variable_index(optimizer, variable) -> int:
     return optimizer._get_variable_index(variable)
 
 
+def ema_pairs(optimizer) -> list:
+    """(variable, its moving average) for each variable a built optimizer with ``use_ema=True`` trains.
+
+    Assumes ``BaseOptimizer._trainable_variables`` and
+    ``_model_variables_moving_average``, the two lists Keras' own
+    ``SwapEMAWeights`` callback pairs up (one average per trained variable,
+    in the same order).  Checked with keras 3.15.1.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's (mixed precision)
+    check("an optimizer with use_ema=True keeps _model_variables_moving_average, one per _trainable_variables",
+          hasattr(inner, "_model_variables_moving_average") and hasattr(inner, "_trainable_variables")
+          and len(inner._model_variables_moving_average) == len(inner._trainable_variables))
+    return list(zip(inner._trainable_variables, inner._model_variables_moving_average))
+
+
 def attach_assets(archive, files: dict[str, str]) -> None:
     """Copies ``files`` ({attribute: path}) into the ``assets/`` folder of the SavedModel
     that the ``keras.export.ExportArchive`` ``archive`` writes, reachable as

@@ -84,6 +84,18 @@ def test_variable_index_is_the_position_in_the_built_variable_list():
           sorted(seen) == [(f"v{i}", i) for i in range(3)])
 
 
+def test_ema_pairs_pairs_each_trained_variable_with_its_own_moving_average():
+    variables = [keras.Variable(np.full(2, 1.0, "float32"), name=f"v{i}") for i in range(3)]
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5)
+    optimizer.build(variables)
+    for _ in range(2):  # variable i falls by 0.1 * (i + 1) a step; its average is the variable after step 1,
+        optimizer.apply_gradients([(np.full(2, i + 1.0, "float32"), v) for i, v in enumerate(variables)])
+    pairs = compat.ema_pairs(optimizer)  # then halfway to it after step 2
+    check("ema_pairs gives the trained variables in order, each with its own moving average",
+          [v.name for v, _ in pairs] == ["v0", "v1", "v2"]
+          and all(np.allclose(average.numpy(), 1 - 0.15 * (i + 1)) for i, (_, average) in enumerate(pairs)))
+
+
 def test_attach_assets_copies_files_into_the_savedmodel(tmp_path):
     import tensorflow as tf
 

@@ -71,3 +71,74 @@ def test_run_directory_choice_resumes_only_the_same_unfinished_configuration(tmp
     assert (other, resuming) == (str(tmp_path / "r-2"), False) and "epochs" in notes[0]
     rundir.write_json(str(tmp_path / "r" / "metrics.json"), {})
     assert rundir.choose(str(tmp_path), "r", config)[:2] == (str(tmp_path / "r-2"), False)
+
+
+def test_averaged_weights_are_validated_and_kept_while_training_goes_on_from_the_trained_ones():
+    import keras
+
+    from training.callbacks import AveragedWeights
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 2)).astype("float32")
+    x_val, y_val = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    keras.utils.set_random_seed(0)
+    start = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).get_weights()
+
+    def fit(ema, callbacks):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.set_weights(start)
+        model.compile(make_optimizer("sgd", 0.05, ema=ema), "mse")
+        model.fit(x, y, validation_data=(x_val, y_val), epochs=3, batch_size=8, shuffle=False, verbose=0,
+                  callbacks=callbacks)
+        return model
+
+    seen = {"averaged": [], "trained": [], "logged": [], "evaluated": []}
+
+    class Look(keras.callbacks.Callback):
+        def __init__(self, key):
+            super().__init__()
+            self.key = key
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen[self.key].append(self.model.get_weights())
+            if self.key == "averaged":  # the model as validated is the one in place now
+                seen["logged"].append(logs["val_loss"])
+                seen["evaluated"].append(self.model.evaluate(x_val, y_val, verbose=0))
+
+    averaged = AveragedWeights()
+    model = fit(0.5, [averaged, Look("averaged"), averaged.back, Look("trained")])
+    # The same fit without an average: the trained weights take the same path, epoch by epoch.
+    seen["plain"] = []
+    fit(None, [Look("plain")])
+    for plain, trained in zip(seen["plain"], seen["trained"]):
+        for a, b in zip(plain, trained):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert seen["logged"] == pytest.approx(seen["evaluated"], rel=1e-5)
+    for avg, trained in zip(seen["averaged"], seen["trained"]):
+        assert not np.allclose(avg[0], trained[0])  # the average lags the trained weights
+    # What is kept at the end is the last average; training itself never saw the averages.
+    for kept, avg in zip(model.get_weights(), seen["averaged"][-1]):
+        np.testing.assert_allclose(kept, avg, rtol=1e-6)
+
+
+def test_a_run_with_ema_keeps_the_averaged_weights_it_validated(tmp_path):
+    from training.run import fit, prepare
+
+    config = {**DEFAULTS, "epochs": 2, "ema": 0.9, "patience": 0, "verbose": 0, "runs_dir": str(tmp_path)}
+    run = prepare(config, log=lambda *_: None)
+    fitted = fit(run)
+    # The model kept is the best epoch's average: validating it again gives the loss the history logged.
+    loss, _ = run.model.evaluate(run.val_ds, verbose=0)
+    assert loss == pytest.approx(fitted["best_val_loss"], rel=1e-4)
+    assert fitted["best_val_loss"] == pytest.approx(min(row["val_loss"] for row in fitted["history"]))
+
+
+def test_ema_outside_zero_to_one_is_refused_with_what_it_is():
+    import train as train_cli
+    from core.errors import UserError
+    from training.config import check_config, complete
+
+    config, _ = train_cli.resolve_config(["--ema", "1.5"])
+    with pytest.raises(UserError, match=r"--ema is the moving average's momentum, in \(0, 1\)"):
+        check_config(complete(config))
+    assert train_cli.resolve_config(["--ema", "0.999"])[0]["ema"] == 0.999

@@ -11,6 +11,7 @@ import os
 import keras
 import numpy as np
 
+from core import compat
 from core.batchnorm import PopulationStatistics, assign, moving_statistics
 from core.errors import size_of, writing
 
@@ -89,6 +90,59 @@ class BestWeights(keras.callbacks.Callback):
         elif self.patience and epoch - max(self.best_epoch, self.phase_start - 1) >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """--ema: the model is validated, judged and kept with the optimizer's moving average of its weights.
+
+    Polyak averaging: an optimizer built with ``use_ema`` (``training.optim.make_optimizer(ema=...)``) keeps
+    an exponential moving average of every trained variable, and training goes on from the variables
+    themselves.  This callback puts the averages in the model while it is validated and at the end of each
+    epoch, so the history, the best-weights file and anything that scores the model then see the averaged
+    one; ``back``, which goes just before the checkpoint callback, puts the trained weights back, so a
+    checkpoint holds them (and the averages as optimizer state) and a resumed run trains on from where it
+    stopped.  Keras' ``SwapEMAWeights`` leaves the averages in the model at checkpoints.
+
+    Batch norm's moving statistics are not averaged: they were gathered with the trained weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.averaged = False  # the averages are in the model
+        self.back = _TrainedWeightsBack(self)
+
+    def swap(self) -> None:
+        for variable, average in compat.ema_pairs(self.model.optimizer):
+            trained = keras.ops.copy(variable.value)
+            variable.assign(average.value)
+            average.assign(trained)
+        self.averaged = not self.averaged
+
+    def on_test_begin(self, logs=None):
+        if not self.averaged:
+            self.swap()
+            self._for_test = True
+
+    def on_test_end(self, logs=None):
+        if getattr(self, "_for_test", False):
+            self.swap()
+            self._for_test = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.averaged:
+            self.swap()
+
+
+class _TrainedWeightsBack(keras.callbacks.Callback):
+    """The second half of ``AveragedWeights``: the trained weights back in the model, before the checkpoint."""
+
+    def __init__(self, averaged: AveragedWeights):
+        super().__init__()
+        self.averaged = averaged
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.averaged.averaged:
+            self.averaged.swap()
 
 
 class HistoryLog(keras.callbacks.CSVLogger):

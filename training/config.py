@@ -42,7 +42,7 @@ DEFAULTS = {
     # Optimization
     "epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": None, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "warmup_epochs": 0.0, "step_epochs": 30, "step_gamma": 0.1, "weight_decay": None,
-    "time_budget": None,
+    "time_budget": None, "ema": None,
     "label_smoothing": 0.1, "patience": 10, "monitor": "val_loss", "class_weight": "none", "seed": 0,
     "fit_on_val": False,
     # Distribution (training.distribute): --batch-size stays the global batch
@@ -106,6 +106,8 @@ def check_config(config: dict) -> None:
         raise UserError(f"--lr must be > 0, got {config['lr']}")
     if config["tta"] not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}; got {config['tta']!r}")
+    if config["ema"] is not None and not 0 < config["ema"] < 1:
+        raise UserError(f"--ema is the moving average's momentum, in (0, 1) (0.999 is usual); got {config['ema']}")
     if not 0 <= config["label_smoothing"] < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
     lowest = config["discriminative_lr"]
@@ -261,6 +263,9 @@ def _optimization_flags(parser, D) -> None:
     opt.add_argument("--step-gamma", type=float, default=D["step_gamma"], help="step schedule: factor per step")
     opt.add_argument("--weight-decay", type=float, default=D["weight_decay"],
                      help="decoupled weight decay (default: the optimizer's own)")
+    opt.add_argument("--ema", type=float, default=D["ema"], metavar="MOMENTUM",
+                     help="validate, keep and export an exponential moving average of the weights (Polyak "
+                          "averaging) with this momentum, e.g. 0.999; training goes on from the weights themselves")
     opt.add_argument("--label-smoothing", type=float, default=D["label_smoothing"],
                      help="share of each target spread over the other classes (Szegedy et al. 2016)")
     opt.add_argument("--patience", type=int, default=D["patience"],

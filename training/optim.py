@@ -105,13 +105,16 @@ def make_schedule(kind, lr, *, steps_per_epoch, epochs, warmup_epochs=0, step_ep
     raise ValueError(f"Unknown schedule {kind!r} (valid: {', '.join(SCHEDULES)})")
 
 
-def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=None, lr_multipliers=None):
+def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=None, lr_multipliers=None,
+                   ema=None):
     """SGD (with momentum, optionally Nesterov), Adam, AdamW or RMSprop.
 
     ``weight_decay`` is decoupled weight decay (Loshchilov & Hutter 2019) for
     every optimizer; None keeps each optimizer's own default.
     ``lr_multipliers`` ({variable path: factor}) gives chosen variables a
     smaller (or larger) rate; see ``transfer.discriminative_multipliers``.
+    ``ema`` (a momentum): the optimizer also keeps a moving average of the
+    weights, which ``training.callbacks.AveragedWeights`` evaluates and keeps.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r} (valid: {', '.join(OPTIMIZERS)})")
@@ -120,6 +123,8 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_
         extra.update(momentum=momentum, nesterov=nesterov)
     elif name == "rmsprop":
         extra["momentum"] = 0.0 if momentum is None else momentum
+    if ema is not None:
+        extra.update(use_ema=True, ema_momentum=float(ema))
     if lr_multipliers:
         return LAYERWISE[name](learning_rate, lr_multipliers=lr_multipliers, **extra)
     return BASES[name](learning_rate, **extra)

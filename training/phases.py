@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from training import rundir
-from training.callbacks import BestWeights, HistoryLog, NanGuard
+from training.callbacks import AveragedWeights, BestWeights, HistoryLog, NanGuard
 from training.checkpoint import ResumableCheckpoint, committed_epoch
 
 
@@ -93,10 +93,12 @@ def load_best(model, path: str) -> None:
 
 
 def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monitor, patience, history,
-               class_weight, verbose, log, extra_callbacks=(), statistics=None):
+               class_weight, verbose, log, extra_callbacks=(), statistics=None, averaged=False):
     """Fits ``model`` phase by phase; returns the last phase's BestWeights callback.  ``extra_callbacks`` run
     after the run's own and before the backup (``training.budget.Deadline``); ``statistics``
-    (``training.callbacks.PreciseBatchNorm``) before the best weights are kept, so they keep its statistics."""
+    (``training.callbacks.PreciseBatchNorm``) before the best weights are kept, so they keep its statistics.
+    ``averaged`` (--ema): validation, the history and the kept weights use the weights' moving average
+    (``training.callbacks.AveragedWeights``), and the backup the trained weights."""
     import keras
 
 
@@ -128,13 +130,16 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
                            best_epoch=best_epoch, phase_start=start, save_model=model, keep_last=phase.keep_last)
         # The backup goes last: an epoch's history row and best weights are on disk before the
         # checkpoint that marks the epoch done, so a kill in between only repeats that epoch.
+        average = [AveragedWeights()] if averaged else []  # one per phase: each compiles its own optimizer
         callbacks = [
+            *average,
             NanGuard(),
             *([statistics] if statistics is not None else []),
             HistoryLog(csv_path, append=True),
             best,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
             *extra_callbacks,
+            *(a.back for a in average),
             ResumableCheckpoint(os.path.join(backup_root, phase.name)),
         ]
         fit_train, fit_val = phase.datasets or (train_ds, val_ds)

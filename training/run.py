@@ -231,7 +231,7 @@ def compile_model(model, config: dict, steps_per_epoch: int, *, lr=None, epochs=
             schedule = Stretched(schedule, stretch)
         optimizer = make_optimizer(config["optimizer"], schedule, momentum=config["momentum"],
                                    nesterov=config["nesterov"], weight_decay=config["weight_decay"],
-                                   lr_multipliers=lr_multipliers)
+                                   lr_multipliers=lr_multipliers, ema=config["ema"])
     except ValueError as error:
         raise UserError(str(error)) from None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
@@ -262,7 +262,8 @@ def fit(run: Run) -> dict:
                       train_ds=run.train_ds, val_ds=run.val_ds, run_dir=run.run_dir, monitor=config["monitor"],
                       patience=config["patience"], history=history,
                       class_weight=class_weights(config, run.labels, run.data.num_classes),
-                      verbose=config["verbose"], log=run.log, extra_callbacks=deadline, statistics=statistics)
+                      verbose=config["verbose"], log=run.log, extra_callbacks=deadline, statistics=statistics,
+                      averaged=config["ema"] is not None)
     history = rundir.read_history(run.path("history.csv"))
     best_epoch, best_value = best_of(history, config["monitor"])
     if run.phases[-1].keep_last and history:  # what the weights file holds: the last epoch, not the best

@@ -33,7 +33,9 @@ OUTPUT_KEYS = {"run_name", "runs_dir", "export_dir", "export", "verbose", "expor
 
 
 def fingerprint(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in OUTPUT_KEYS}
+    # A setting left unset (None) is the same as one the run's configuration does not name: an unfinished
+    # run from before an option existed still resumes.
+    return {k: v for k, v in config.items() if k not in OUTPUT_KEYS and v is not None}
 
 
 def is_finished(path: str) -> bool:
