@@ -265,7 +265,9 @@ def _optimization_flags(parser, D) -> None:
                      help="decoupled weight decay (default: the optimizer's own)")
     opt.add_argument("--ema", type=float, default=D["ema"], metavar="MOMENTUM",
                      help="validate, keep and export an exponential moving average of the weights (Polyak "
-                          "averaging) with this momentum, e.g. 0.999; training goes on from the weights themselves")
+                          "averaging) with this momentum; training goes on from the weights themselves. The average "
+                          "starts at the first step's weights, uncorrected: keep 1/(1-MOMENTUM) steps well below "
+                          "the run's (0.99 for a few thousand steps, 0.999 for tens of thousands)")
     opt.add_argument("--label-smoothing", type=float, default=D["label_smoothing"],
                      help="share of each target spread over the other classes (Szegedy et al. 2016)")
     opt.add_argument("--patience", type=int, default=D["patience"],
