@@ -330,6 +330,12 @@ def block_fashion_lenet5_ablation() -> list[str]:
         "", _machine(data, "fashion_lenet5_ablation.json")]
 
 
+def block_fashion_ema() -> list[str]:
+    data = _load("fashion_ema_5min.json")
+    return _fashion_rows(data["results"], ["setting", "epochs", "accuracy", "to90", "train"]) + [
+        "", _machine(data, "fashion_ema_5min.json")]
+
+
 def block_fashion_equal_time() -> list[str]:
     data = _load("fashion_equal_5min.json")
     lines = ["| family (zoo model) | parameters | epochs in 5 min (planned) | test accuracy | training time | "
@@ -642,6 +648,7 @@ BLOCKS = {
     "fashion_10min": block_fashion_10min,
     "fashion_lenet5_ablation": block_fashion_lenet5_ablation,
     "fashion_equal_time": block_fashion_equal_time,
+    "fashion_ema": block_fashion_ema,
     "fashion_quick": block_fashion_quick,
     "throughput": block_throughput,
     "input": block_input,
