@@ -92,6 +92,23 @@ def load_best(model, path: str) -> None:
             model.load_weights(path)
 
 
+def _best_so_far(history, monitor, mode):
+    """The best ``monitor`` value and its epoch in a resumed run's history rows; (None, None) before any."""
+    scored = [row for row in history if monitor in row]
+    if not scored:
+        return None, None
+    row = (min if mode == "min" else max)(scored, key=lambda r: r[monitor])
+    return row[monitor], row["epoch"]
+
+
+def _describe(phase, start):
+    """The line a phase announces itself with: its epochs, its learning rate and how it differs from a plain fit."""
+    passes = f", {phase.passes} passes over the training data an epoch" if phase.passes > 1 else ""
+    keeps = ", keeps its last epoch" if phase.keep_last else ""
+    return (f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}"
+            f"{passes}{keeps}")
+
+
 def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monitor, patience, history,
                class_weight, verbose, log, extra_callbacks=(), statistics=None, averaged=False):
     """Fits ``model`` phase by phase; returns the last phase's BestWeights callback.  ``extra_callbacks`` run
@@ -101,15 +118,11 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
     (``training.callbacks.AveragedWeights``), and the backup the trained weights."""
     import keras
 
-
     backup_root = os.path.join(run_dir, "backup")
     csv_path = os.path.join(run_dir, "history.csv")
     best_path = os.path.join(run_dir, "best.weights.h5")
     mode = "min" if monitor == "val_loss" else "max"
-    scored = [row for row in history if monitor in row]
-    best_row = (min if mode == "min" else max)(scored, key=lambda r: r[monitor]) if scored else None
-    best_value = best_row[monitor] if best_row else None
-    best_epoch = best_row["epoch"] if best_row else None
+    best_value, best_epoch = _best_so_far(history, monitor, mode)
     start, best = 0, None
     for index, phase in enumerate(phases):
         end = _read_marker(backup_root, phase)
@@ -119,10 +132,7 @@ def run_phases(model, phases, *, compile_phase, train_ds, val_ds, run_dir, monit
         if index > 0:
             load_best(model, best_path)  # a new phase starts from the best weights so far
         if len(phases) > 1 or phase.passes > 1:
-            passes = f", {phase.passes} passes over the training data an epoch" if phase.passes > 1 else ""
-            keeps = ", keeps its last epoch" if phase.keep_last else ""
-            log(f"Phase {phase.name!r}: epochs {start + 1}-{start + phase.epochs}, learning rate {phase.lr:g}"
-                f"{passes}{keeps}")
+            log(_describe(phase, start))
         phase.prepare(model)
         target = phase.fit_model or model
         compile_phase(target, phase)
