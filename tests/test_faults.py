@@ -256,6 +256,19 @@ def test_a_full_disk_keeps_the_json_it_would_have_replaced(tmp_path, monkeypatch
     assert json.loads(path.read_text()) == {"epochs": 1} and os.listdir(tmp_path) == ["config.json"]
 
 
+def test_processes_writing_one_json_at_once_all_succeed_and_leave_a_whole_file(tmp_path):
+    # The workers of a distributed search all write search.json as they start; with one temporary name shared by
+    # every process, a worker's rename could find its file already renamed by another, and it died.
+    path = tmp_path / "search.json"
+    code = ("import sys; from training import rundir\n"
+            "for i in range(300): rundir.write_json(sys.argv[1], {'writer': sys.argv[2], 'i': i})")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)], cwd=ROOT, stderr=subprocess.PIPE,
+                                text=True) for n in range(3)]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0, 0], errors
+    assert json.loads(path.read_text())["i"] == 299 and os.listdir(tmp_path) == ["search.json"]
+
+
 # --- A distributed search's worker lost for good ---------------------------------------------
 
 

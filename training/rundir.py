@@ -163,9 +163,11 @@ def trim_history(csv_path: str, epochs: int) -> list[dict]:
 
 
 def write_json(path: str, data: dict) -> None:
-    """Writes ``data`` to a temporary file and renames it over ``path``: a reader sees the old file or the new."""
+    """Writes ``data`` to a temporary file and renames it over ``path``: a reader sees the old file or the new.
+    The temporary file is the process's own: the workers of a distributed search write the same search.json at
+    once, and with one shared name a worker's rename found its file already renamed by another."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"
     with writing(path, needed=len(text.encode("utf-8")), cleanup=[tmp]):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
