@@ -10,7 +10,10 @@ and are timed in interleaved rounds (A, B, A, B, ...), so load from other
 processes falls on both; the ratio is the median over rounds of the per-round
 ratios.  The zoo has no MobileNet: keras.applications.MobileNetV2 is timed in
 the same rounds for scale, beside the zoo's ResNet-20 at the same input size,
-and the table says so rather than pairing it with something it is not.
+and the table says so rather than pairing it with something it is not.  Each zoo
+ResNet is also timed with Keras' own batch-norm layer in place of the zoo's
+(which trains with TensorFlow's fused kernel where that is faster), the same
+network and weights otherwise.
 
 FLOPs per image are TensorFlow's profiler count for one forward pass (a
 multiply-add is two FLOPs); a training step is counted as three forward
@@ -54,10 +57,32 @@ def builders(size: int, classes: int = 10) -> dict:
         "keras.applications.MobileNetV2": lambda: keras.applications.MobileNetV2(weights=None, input_shape=shape,
                                                                                   classes=classes),
         "zoo resnet20": lambda: zoo.build("resnet20", input_shape=shape, num_classes=classes),
+        KERAS_KERNEL.format("resnet50"): lambda: keras_batch_norm(zoo.build("resnet50", input_shape=shape,
+                                                                            num_classes=classes)),
+        KERAS_KERNEL.format("resnet20"): lambda: keras_batch_norm(zoo.build("resnet20", input_shape=shape,
+                                                                            num_classes=classes)),
     }
 
 
-PAIRS = [("zoo resnet50", "keras.applications.ResNet50"), ("zoo resnet20", "keras.applications.MobileNetV2")]
+KERAS_KERNEL = "zoo {}, Keras' batch-norm kernel"
+
+
+def keras_batch_norm(model):
+    """``model`` with each of the zoo's batch-norm layers (TensorFlow's fused kernel in training, where it pays)
+    replaced by Keras' own, the same weights: what the zoo trained with before."""
+    import keras
+
+    def clone(layer):
+        kind = keras.layers.BatchNormalization if isinstance(layer, keras.layers.BatchNormalization) else type(layer)
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+PAIRS = [("zoo resnet50", "keras.applications.ResNet50"), ("zoo resnet20", "keras.applications.MobileNetV2"),
+         ("zoo resnet50", KERAS_KERNEL.format("resnet50")), ("zoo resnet20", KERAS_KERNEL.format("resnet20"))]
 
 
 def forward_flops(model, size: int) -> float:

@@ -107,6 +107,21 @@ def ema_pairs(optimizer) -> list:
     return list(zip(inner._trainable_variables, inner._model_variables_moving_average))
 
 
+def serialize_as(subclass, public) -> None:
+    """Makes Keras save layers of ``subclass`` under ``public``'s name (``keras.layers.BatchNormalization``), so a
+    saved model loads as plain Keras anywhere, without this toolkit installed.
+
+    Assumes ``keras.src.api_export.REGISTERED_OBJS_TO_NAMES``, the table of
+    exported classes that ``serialization_lib.serialize_with_public_class``
+    reads to name a class in a saved model.  Checked with keras 3.15.1.
+    """
+    api_export = _private_module("keras.src.api_export", "it names Keras' public classes in saved models")
+    names = getattr(api_export, "REGISTERED_OBJS_TO_NAMES", None)
+    check("keras.src.api_export.REGISTERED_OBJS_TO_NAMES maps each exported class to its public name",
+          isinstance(names, dict) and public in names)
+    names[subclass] = names[public]
+
+
 def attach_assets(archive, files: dict[str, str]) -> None:
     """Copies ``files`` ({attribute: path}) into the ``assets/`` folder of the SavedModel
     that the ``keras.export.ExportArchive`` ``archive`` writes, reachable as

@@ -181,3 +181,74 @@ def test_precise_bn_is_on_by_default_only_where_batch_norm_trains_on_one_device(
     assert "moving averages" in notes.pop()
     with pytest.raises(UserError, match="2 replicas"):
         precise_bn({"precise_bn": True}, network(True), two, notes.append)
+
+
+# --- The fused training kernel (zoo._layers.BatchNormalization) ------------------------------------------------------
+
+
+def _trained_twice(layer, images, momentum):
+    """The layer's outputs, gradients (inputs, gamma, beta) and moving statistics after two training steps."""
+    import tensorflow as tf
+
+    layer.momentum = momentum
+    layer.build(images.shape)
+    layer.gamma.assign(np.linspace(0.5, 1.5, images.shape[-1]).astype("float32"))
+    layer.beta.assign(np.linspace(-1.0, 1.0, images.shape[-1]).astype("float32"))
+    x = tf.constant(images)
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(outputs * outputs * tf.range(1.0, images.shape[-1] + 1.0))
+    gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return [outputs.numpy(), *(g.numpy() for g in gradients), *moving_statistics([layer])[0]]
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 6, 32), (8, 6, 6, 18), (8, 20)])
+@pytest.mark.parametrize("momentum", [0.9, 0.0])  # 0: how PopulationStatistics reads a batch's statistics
+def test_the_fused_kernel_trains_exactly_like_keras_batch_norm(shape, momentum):
+    from zoo import _layers
+
+    images = np.random.default_rng(1).normal(2.0, 3.0, shape).astype("float32")
+    ours = _trained_twice(_layers.BatchNormalization(), images, momentum)
+    theirs = _trained_twice(keras.layers.BatchNormalization(), images, momentum)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_fused_kernel_runs_only_where_it_was_measured_faster():
+    import tensorflow as tf
+
+    from zoo import _layers
+
+    def ops(shape, training):
+        layer = _layers.BatchNormalization()
+        traced = tf.function(lambda x: layer(x, training=training)).get_concrete_function(
+            tf.TensorSpec((None, *shape[1:]), tf.float32))
+        return {op.type for op in traced.graph.get_operations()}
+
+    assert "FusedBatchNormV3" in ops((8, 6, 6, 32), True)
+    for shape, training in (((8, 6, 6, 32), False), ((8, 6, 6, 18), True), ((8, 32), True)):
+        assert "FusedBatchNormV3" not in ops(shape, training), (shape, training)
+
+
+def test_a_zoo_model_saves_plain_keras_batch_norm_that_loads_with_its_statistics(tmp_path):
+    import zipfile
+
+    import zoo
+    from zoo import _layers
+
+    model = zoo.build("resnet20", (32, 32, 3), num_classes=10)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is _layers.BatchNormalization for layer in norms)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(np.random.default_rng(0).random((32, 32, 32, 3), dtype="float32"), np.arange(32) % 10,
+              batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    assert '"module": "zoo._layers"' not in zipfile.ZipFile(tmp_path / "model.keras").read("config.json").decode()
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    restored = [layer for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(type(layer) is keras.layers.BatchNormalization for layer in restored)
+    for mine, theirs in zip(moving_statistics(norms), moving_statistics(restored), strict=True):
+        np.testing.assert_array_equal(mine[1], theirs[1])
+    assert not np.allclose(moving_statistics(norms)[0][1], 1.0)  # the fit moved them

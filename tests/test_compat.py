@@ -96,6 +96,19 @@ def test_ema_pairs_pairs_each_trained_variable_with_its_own_moving_average():
           and all(np.allclose(average.numpy(), 1 - 0.15 * (i + 1)) for i, (_, average) in enumerate(pairs)))
 
 
+def test_serialize_as_saves_a_subclass_under_the_public_keras_name():
+    class Quieter(keras.layers.BatchNormalization):
+        pass
+
+    assert keras.saving.serialize_keras_object(Quieter())["class_name"] == "Quieter"
+    compat.serialize_as(Quieter, keras.layers.BatchNormalization)
+    saved = keras.saving.serialize_keras_object(Quieter(momentum=0.5))
+    assert (saved["module"], saved["class_name"], saved["registered_name"]) == \
+        ("keras.layers", "BatchNormalization", None)
+    restored = keras.saving.deserialize_keras_object(saved)
+    assert type(restored) is keras.layers.BatchNormalization and restored.momentum == 0.5
+
+
 def test_attach_assets_copies_files_into_the_savedmodel(tmp_path):
     import tensorflow as tf
 

@@ -13,6 +13,8 @@ import difflib
 import keras
 from keras import layers
 
+from core import compat
+
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "swish", "scaled_tanh")
 
 # Friendly aliases users type for the usual initializer families.
@@ -73,6 +75,52 @@ class ScaledTanh(layers.Layer):
         return 1.7159 * keras.ops.tanh(x * (2.0 / 3.0))
 
 
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, trained with TensorFlow's fused kernel where that kernel is faster.
+
+    Named as Keras' own on purpose: a ``.keras`` file stores a layer's weights
+    under its class's name, so weights and checkpoints saved before and after
+    this class load into each other.
+
+    The same layer, variables and results (outputs within float rounding, the
+    same moving averages); only the training step of a convolution's output
+    with a multiple of 16 channels runs as one ``FusedBatchNormV3`` op instead
+    of Keras' moments, normalization and moving-average updates: about twice
+    as fast forward and back on this toolkit's CPUs, and ResNet-20's training
+    step 1.4x as fast.  Measured with other channel counts (LeNet-5's 18 at 3x
+    width) it was almost three times slower, so those layers, dense layers,
+    inference, frozen layers, masks and renorm all take Keras' own path.  Saved models
+    name the layer ``keras.layers.BatchNormalization`` (``core.compat.serialize_as``),
+    so they load with Keras' own layer, as they did before this class.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        one = tf.ones_like(self.moving_mean)
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, "float32"), scale=self.gamma if self.scale else one,
+            offset=self.beta if self.center else tf.zeros_like(one), mean=tf.zeros([0]), variance=tf.zeros([0]),
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        # The kernel's variance is the unbiased one; Keras averages the batch's own (biased) variance.
+        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], "float32")
+        variance = variance * tf.maximum(count - 1.0, 0.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _fused(self, inputs, training, mask) -> bool:
+        rank = len(inputs.shape)
+        return (bool(training) and self.trainable and mask is None and keras.backend.backend() == "tensorflow"
+                and rank == 4 and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None
+                and inputs.shape[-1] % 16 == 0 and not self.synchronized and not getattr(self, "renorm", False))
+
+
+compat.serialize_as(BatchNormalization, layers.BatchNormalization)
+
+
 class LayerKit:
     """Makes conv/dense/norm/activation layers with one family-wide configuration.
 
@@ -112,7 +160,7 @@ class LayerKit:
 
     def bn(self, x, *, name):
         # Epsilon and momentum as in keras.applications, so imported weights behave alike.
-        return layers.BatchNormalization(epsilon=1.001e-5, name=name)(x) if self.batch_norm else x
+        return BatchNormalization(epsilon=1.001e-5, name=name)(x) if self.batch_norm else x
 
     def act(self, x, *, name, activation=None):
         activation = activation or self.activation
