@@ -108,8 +108,8 @@ def ema_pairs(optimizer) -> list:
 
 
 def serialize_as(subclass, public) -> None:
-    """Makes Keras save layers of ``subclass`` under ``public``'s name (``keras.layers.BatchNormalization``), so a
-    saved model loads as plain Keras anywhere, without this toolkit installed.
+    """Makes Keras save layers of ``subclass`` under ``public``'s name (``keras.layers.BatchNormalization``), so
+    they load as Keras' own layer, in any program that can load the rest of the model.
 
     Assumes ``keras.src.api_export.REGISTERED_OBJS_TO_NAMES``, the table of
     exported classes that ``serialization_lib.serialize_with_public_class``

@@ -99,11 +99,11 @@ class BatchNormalization(layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        one = tf.ones_like(self.moving_mean)
         outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=tf.cast(inputs, "float32"), scale=self.gamma if self.scale else one,
-            offset=self.beta if self.center else tf.zeros_like(one), mean=tf.zeros([0]), variance=tf.zeros([0]),
-            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            x=tf.cast(inputs, "float32"), scale=self.gamma if self.scale else tf.ones_like(self.moving_mean),
+            offset=self.beta if self.center else tf.zeros_like(self.moving_mean), mean=tf.zeros([0]),
+            variance=tf.zeros([0]), epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            is_training=True)
         # The kernel's variance is the unbiased one; Keras averages the batch's own (biased) variance.
         count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], "float32")
         variance = variance * tf.maximum(count - 1.0, 0.0) / count
@@ -115,7 +115,7 @@ class BatchNormalization(layers.BatchNormalization):
         rank = len(inputs.shape)
         return (bool(training) and self.trainable and mask is None and keras.backend.backend() == "tensorflow"
                 and rank == 4 and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None
-                and inputs.shape[-1] % 16 == 0 and not self.synchronized and not getattr(self, "renorm", False))
+                and inputs.shape[-1] % 16 == 0 and not self.synchronized and not self.renorm)
 
 
 compat.serialize_as(BatchNormalization, layers.BatchNormalization)
