@@ -156,6 +156,8 @@ def test_nan_loss_stops_with_a_clear_message_and_exports_nothing(tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--backbone", "resnet20", "--discriminative-lr", "2"], "--discriminative-lr must be in (0, 1]"),
     (["--model", "mlp", "--width", "-1"], "width must be > 0"),
+    (["--model", "resnet20", "--filters", "16", "48", "360", "252"], "does not take option 'filters'"),
+    (["--model", "lenet5_modern", "--filters", "16", "48"], "filters must be 4 positive counts"),
     (["--config", "/nonexistent.json"], "Cannot read config file"),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(argv, expected, tmp_path, capsys):

@@ -148,6 +148,24 @@ def test_lenet5_uses_table_one_at_its_own_width_and_full_connections_at_any_othe
         zoo.build("lenet5", width=0.5, connection_table=True)
 
 
+def test_lenet5_filters_set_each_layer_apart_and_width_multiplies_them():
+    def sizes(model):
+        return [model.get_layer("c1_conv").filters, model.get_layer("c3_conv").filters,
+                model.get_layer("c5_conv").filters, model.get_layer("f6_dense").units]
+
+    assert sizes(zoo.build("lenet5_modern")) == [6, 16, 120, 84]
+    assert sizes(zoo.build("lenet5_modern", filters=[16, 48, 360, 252])) == [16, 48, 360, 252]
+    assert sizes(zoo.build("lenet5_modern", filters=(16, 48, 360, 252), width=0.5)) == [8, 24, 180, 126]
+    # Table I needs the paper's 6 and 16 maps, whatever sets them.
+    from zoo.lenet import ConnectedConv2D
+
+    assert isinstance(zoo.build("lenet5", filters=(6, 16, 60, 42)).get_layer("c3_conv"), ConnectedConv2D)
+    assert not isinstance(zoo.build("lenet5", filters=(8, 16, 120, 84)).get_layer("c3_conv"), ConnectedConv2D)
+    for bad in ((6, 16, 120), (6, 0, 120, 84)):
+        with pytest.raises(ValueError, match="filters must be 4 positive counts"):
+            zoo.build("lenet5", filters=bad)
+
+
 def test_lenet5_gives_small_images_a_margin_as_the_paper_gave_mnist():
     model = zoo.build("lenet5", input_shape=(8, 8, 1), num_classes=10)
     field = keras.Model(model.input, model.get_layer("pad_to_32").output)

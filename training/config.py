@@ -32,7 +32,7 @@ DEFAULTS = {
     "val_fraction": 0.1, "test_fraction": 0.2, "strict": False,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
-    "l1": None, "l2": None, "width": None, "preprocessing": "rescale", "precise_bn": None,
+    "l1": None, "l2": None, "width": None, "filters": None, "preprocessing": "rescale", "precise_bn": None,
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
     # Transfer learning (a --backbone replaces --model)
@@ -76,7 +76,7 @@ def _dataset_defaults_text(key: str) -> str:
     return ", ".join(f"{dataset}: {values[key]}" for dataset, values in DATASET_DEFAULTS.items() if key in values)
 
 
-MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width")
+MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width", "filters")
 
 
 def complete(config: dict) -> dict:
@@ -184,6 +184,9 @@ def _model_flags(parser, D) -> None:
     model.add_argument("--l1", type=float, default=None, help="L1 penalty on every kernel (in the loss)")
     model.add_argument("--l2", type=float, default=None, help="L2 penalty on every kernel (in the loss)")
     model.add_argument("--width", type=float, default=None, help="width multiplier on every layer")
+    model.add_argument("--filters", type=int, nargs="+", default=None, metavar="N",
+                       help="the layers' own widths, where a model takes them (lenet5: C1 C3 C5 maps and F6 "
+                            "units, 6 16 120 84 in the paper); --width multiplies them")
     _bool_flag(model, "precise-bn",
                "before each validation and the export, set batch norm's moving statistics to those of clean "
                "(un-augmented) training batches under the current weights (Wu & Johnson 2021's PreciseBN). "
