@@ -22,7 +22,11 @@ every epoch a callback scores the model (without training augmentation; with
 the recipe's test-time views when it sets ``tta``) on the 10,000 test images;
 the first epoch whose test accuracy reaches a threshold gives the "time to"
 column.  That time is training wall time, the evaluations excluded.
-The reported accuracy is the last epoch's, not the best one seen on the test set.
+The reported accuracy is the last epoch's, not the best one seen on the test set.  Every
+epoch is scored without test-time views; the recipe's views (``tta``; ten for
+"shift", longer to score than an epoch takes to train) score the last epoch and
+those within a point of a threshold not yet reached, the only ones where they
+can cross it first.
 
 Published numbers: the "Benchmark" table of the Fashion-MNIST README
 (github.com/zalandoresearch/fashion-mnist, README.md, section "Benchmark";
@@ -47,6 +51,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from machine import machine_info, parse_size  # noqa: E402
 
 THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
+# Test-time views gave up to +0.6 points over plain predictions in the ten-minute recipe's runs; a margin of a
+# whole point leaves room.  An epoch whose plain accuracy is further below every threshold is not scored with them.
+TTA_REACH = 0.01
 
 # Rows of the Fashion-MNIST README's Benchmark table, matched to a zoo family.
 PUBLISHED = {
@@ -144,17 +151,36 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
         def on_epoch_end(self, epoch, logs=None):
             began = time.perf_counter()
             elapsed = began - self.start - self.excluded
-            # --tta as train.py scores the test split: the recipe's views (flip: each image and its mirror).
-            predicted = predict_tta(inference, test_images, config["tta"], flips=flips_for(config),
-                                    batch_size=512).argmax(1)
-            accuracy = float(np.mean(predicted == y_test))
-            self.curve.append({"epoch": epoch + 1, "seconds": round(elapsed, 1), "test_accuracy": accuracy,
-                               "train_loss": float(logs.get("loss", float("nan")))})
-            for threshold in THRESHOLDS:
-                if accuracy >= threshold and threshold not in self.reached:
-                    self.reached[threshold] = round(elapsed, 1)
-            log(f"  {name} epoch {epoch + 1}/{epochs}: test accuracy {accuracy:.4f} at {elapsed:.0f} s")
+            plain = score("none")
+            self.curve.append({"epoch": epoch + 1, "seconds": round(elapsed, 1), "test_accuracy": plain,
+                               "plain_accuracy": plain, "train_loss": float(logs.get("loss", float("nan")))})
+            # --tta as train.py scores the test split: the recipe's views (shift: ten of them), which can take
+            # longer than the epoch did.  So they score an epoch whose plain accuracy is within TTA_REACH of a
+            # threshold not yet reached (only there can they cross it), and the last one (finish, after fit).
+            if any(plain >= t - TTA_REACH for t in THRESHOLDS if t not in self.reached):
+                self.with_views()
+            else:
+                self.passed()
             self.excluded += time.perf_counter() - began
+
+        def with_views(self):
+            entry = self.curve[-1]
+            if config["tta"] != "none" and "views" not in entry:
+                entry.update(test_accuracy=score(config["tta"]), views=config["tta"])
+            self.passed()
+
+        def passed(self):
+            entry = self.curve[-1]
+            for threshold in THRESHOLDS:
+                if entry["test_accuracy"] >= threshold and threshold not in self.reached:
+                    self.reached[threshold] = entry["seconds"]
+            views = f" ({entry['views']} views)" if "views" in entry else ""
+            log(f"  {name} epoch {entry['epoch']}/{epochs}: test accuracy {entry['test_accuracy']:.4f}{views} "
+                f"at {entry['seconds']:.0f} s")
+
+    def score(views: str) -> float:
+        predicted = predict_tta(inference, test_images, views, flips=flips_for(config), batch_size=512).argmax(1)
+        return float(np.mean(predicted == y_test))
 
     scorer = Scorer()
     callbacks = [scorer]
@@ -169,6 +195,9 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
                                          most=epochs, clock=lambda: time.perf_counter() - scorer.excluded))
         callbacks[-1].started = time.perf_counter()
     model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    if config["ema"] is not None and not averaged.averaged:
+        averaged.swap()  # the last epoch is scored as it was during training: with the averaged weights
+    scorer.with_views()  # the reported accuracy is the last epoch's, with the recipe's views
     keras.backend.clear_session()
     last = scorer.curve[-1]
     extra = {"minutes": minutes, "planned_epochs": planned} if minutes else {}
