@@ -158,6 +158,8 @@ def test_nan_loss_stops_with_a_clear_message_and_exports_nothing(tmp_path):
     (["--model", "mlp", "--width", "-1"], "width must be > 0"),
     (["--model", "resnet20", "--filters", "16", "48", "360", "252"], "does not take option 'filters'"),
     (["--model", "lenet5_modern", "--filters", "16", "48"], "filters must be 4 positive counts"),
+    (["--model", "mlp", "--whiten"], "--whiten starts a network's first convolution; mlp has none"),
+    (["--backbone", "resnet20", "--whiten"], "a --backbone brings its own: drop --whiten"),
     (["--config", "/nonexistent.json"], "Cannot read config file"),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(argv, expected, tmp_path, capsys):

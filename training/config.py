@@ -32,7 +32,7 @@ DEFAULTS = {
     "val_fraction": 0.1, "test_fraction": 0.2, "strict": False,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
-    "l1": None, "l2": None, "width": None, "filters": None, "preprocessing": "rescale", "precise_bn": None,
+    "l1": None, "l2": None, "width": None, "filters": None, "whiten": False, "preprocessing": "rescale", "precise_bn": None,
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
     # Transfer learning (a --backbone replaces --model)
@@ -187,6 +187,10 @@ def _model_flags(parser, D) -> None:
     model.add_argument("--filters", type=int, nargs="+", default=None, metavar="N",
                        help="the layers' own widths, where a model takes them (lenet5: C1 C3 C5 maps and F6 "
                             "units, 6 16 120 84 in the paper); --width multiplies them")
+    _bool_flag(model, "whiten",
+               "start the first convolution as a whitening of the training images' patches: eigenvectors of "
+               "their covariance over the square roots of their eigenvalues, in +/- pairs (airbench's first "
+               "layer); it trains on from there")
     _bool_flag(model, "precise-bn",
                "before each validation and the export, set batch norm's moving statistics to those of clean "
                "(un-augmented) training batches under the current weights (Wu & Johnson 2021's PreciseBN). "

@@ -21,6 +21,7 @@ import zoo
 from core.errors import UserError
 from core.model import assemble, network_of, preprocessing_layer
 from core.rows import predict
+from core.whiten import whiten_first_convolution
 from training.config import MODEL_OPTIONS, transfers
 from training.phases import Phase, passes_for, validation_ranks
 from training.pipeline import make_pipeline
@@ -49,8 +50,15 @@ class ZooRecipe:
         except ValueError as error:
             raise UserError(str(error)) from None
 
+    whitened = None  # what --whiten set (core.whiten), for the summary
+
     def describe(self) -> str:
-        return f"{self.variant.name} ({self.variant.paper})"
+        described = f"{self.variant.name} ({self.variant.paper})"
+        if self.whitened:
+            w = self.whitened
+            described += (f"; {w['layer']} starts as whitening: {w['whitened']} of its {w['filters']} filters from "
+                          f"patches of {w['patch']} values (--whiten)")
+        return described
 
     def build(self, config: dict, data, augmentation=None):
         options = {key: config[key] for key in MODEL_OPTIONS}
@@ -58,6 +66,9 @@ class ZooRecipe:
             network = zoo.build(config["model"], input_shape=data.input_shape, num_classes=data.num_classes,
                                 **options)
             preprocessing = preprocessing_layer(config["preprocessing"], data.arrays["train"][0])
+            if config["whiten"]:  # a resumed run loads its own weights over these
+                self.whitened = whiten_first_convolution(network, data.arrays["train"][0], preprocess=preprocessing,
+                                                         seed=config["seed"])
         except ValueError as error:
             raise UserError(str(error)) from None
         return assemble(network, data.input_shape, preprocessing=preprocessing, augmentation=augmentation)
@@ -238,4 +249,7 @@ def make_recipe(config: dict, log=print):
     (``--weights none``), or a zoo model."""
     if not config["backbone"]:
         return ZooRecipe(config)
+    if config["whiten"]:
+        raise UserError("--whiten starts a zoo model's first convolution from the training images; a --backbone "
+                        "brings its own: drop --whiten")
     return TransferRecipe(config) if transfers(config) else ScratchRecipe(config, log)
