@@ -106,7 +106,8 @@ def whiten_first_convolution(network: keras.Model, images, *, preprocess=None, s
         sample = np.asarray(preprocess(sample))
     seen = sample
     if layer.input is not network.inputs[0]:  # LeNet-5's padding to 32x32, say
-        seen = np.asarray(keras.Model(network.inputs, layer.input).predict(sample, batch_size=128, verbose=0))
+        seen = np.asarray(keras.Model(network.inputs, layer.input).predict(sample, batch_size=128, verbose=0),
+                          dtype=np.float32)  # float32 whatever the dtype policy
     patches = patches_for(layer, seen, seed=seed)
     kernel = np.asarray(layer.kernel.numpy() if hasattr(layer.kernel, "numpy") else layer.kernel)
     kh, kw, channels, count = kernel.shape

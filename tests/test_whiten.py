@@ -66,3 +66,15 @@ def test_lenet_first_convolution_sees_decorrelated_unit_variance_patches():
 def test_a_network_without_a_convolution_is_refused():
     with pytest.raises(ValueError, match="has none"):
         whiten_first_convolution(zoo.build("mlp", input_shape=(8, 8, 1)), np.zeros((4, 8, 8, 1), np.uint8))
+
+
+def test_a_network_built_under_mixed_bfloat16_is_whitened_in_float32():
+    from core.model import dtype_policy
+
+    images = fashion_like_images(64)
+    with dtype_policy("mixed_bfloat16"):
+        network = zoo.build("lenet5_modern", input_shape=(28, 28, 1), filters=(16, 16, 120, 84), batch_norm=True)
+    info = whiten_first_convolution(network, images, preprocess=preprocessing_layer("standardize", images))
+    kernel = first_convolution(network).kernel.numpy()
+    assert info["whitened"] == 16 and kernel.dtype == np.float32
+    np.testing.assert_allclose(kernel[..., 1::2], -kernel[..., 0::2])
