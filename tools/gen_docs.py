@@ -366,7 +366,8 @@ def _spread(runs) -> str:
     for threshold in ("0.93", "0.94"):
         seconds = sorted(s for s in (r["seconds_to"].get(threshold) for r in runs) if s is not None)
         if seconds:
-            when = _minutes(seconds[0]) + (f"–{_minutes(seconds[-1])}" if len(seconds) > 1 else "")
+            first, last = (f"{s / 60:.1f}" for s in (seconds[0], seconds[-1]))
+            when = f"{first} min" if first == last else f"{first}–{last} min"
             text += f"; {float(threshold):.0%} in {len(seconds)} of {len(runs)}, at {when}"
     return text + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
 
