@@ -271,8 +271,6 @@ def _published(rows) -> str:
 
 def _changed(result) -> str:
     changed = result.get("changed") or {}
-    if "" in changed:  # already worded (_against_recipe)
-        return changed[""]
     return ", ".join(f"`{k}={v}`" for k, v in changed.items()) or "the recipe"
 
 
@@ -294,7 +292,8 @@ def block_default_run() -> list[str]:
     return lines + [line for name in sources for line in ("", _machine(_load(name), name))]
 
 
-def _fashion_rows(results, columns) -> list[str]:
+def _fashion_rows(results, columns, setting=_changed) -> list[str]:
+    """Rows of Fashion-MNIST runs; ``setting`` words a run's setting cell (by default its --set changes)."""
     header = {"family": "family (zoo model)", "setting": "setting", "parameters": "parameters", "epochs": "epochs",
               "accuracy": "test accuracy", "to90": "time to 90%", "to93": "to 93%", "to95": "to 95%",
               "train": "training time", "published": "published, same family", "tta": "TTA", "note": "note",
@@ -303,7 +302,7 @@ def _fashion_rows(results, columns) -> list[str]:
     lines = ["| " + " | ".join(header[c] for c in columns) + " |",
              "|" + "|".join("---:" if c in right else "---" for c in columns) + "|"]
     for r in results:
-        cells = {"family": f"{r['label']} (`{r['model']}`)", "setting": _changed(r), "parameters": _count(r["parameters"]),
+        cells = {"family": f"{r['label']} (`{r['model']}`)", "setting": setting(r), "parameters": _count(r["parameters"]),
                  "epochs": str(r["epochs"]), "accuracy": _acc(r["test_accuracy"]),
                  "to90": _minutes(r["seconds_to"]["0.90"]), "to93": _minutes(r["seconds_to"]["0.93"]),
                  "to95": _minutes(r["seconds_to"]["0.95"]), "train": _minutes(r["train_seconds"]),
@@ -375,19 +374,18 @@ def _spread(runs) -> str:
 def block_fashion_10min() -> list[str]:
     full = _load("fashion_full.json")
     flip34 = _load("fashion_full_10min_flip_34epochs.json")
-    results = [{**r, "changed": {"": _against_recipe(r)}} for r in
-               [r for r in full["results"] if r["model"] in ("lenet5_modern-10min", "lenet5_modern-5min")]
-               + flip34["results"]]
+    results = ([r for r in full["results"] if r["model"] in ("lenet5_modern-10min", "lenet5_modern-5min")]
+               + flip34["results"])
     return (_fashion_rows(results, ["recipe", "setting", "tta", "epochs", "accuracy", "to90", "to93", "to94",
-                                    "train"])
+                                    "train"], setting=_against_recipe)
             + ["", _machine(full, "fashion_full.json"), "", "The row of 34 epochs: "
                + _machine(flip34, "fashion_full_10min_flip_34epochs.json")])
 
 
 def block_fashion_10min_ingredients() -> list[str]:
     data = _load("fashion_10min_ingredients.json")
-    results = [{**r, "changed": {"": _against_recipe(r)}} for r in data["results"]]
-    return _fashion_rows(results, ["setting", "epochs", "accuracy", "plain", "to90", "to93", "to94", "train"]) + [
+    return _fashion_rows(data["results"], ["setting", "epochs", "accuracy", "plain", "to90", "to93", "to94", "train"],
+                         setting=_against_recipe) + [
         "", _machine(data, "fashion_10min_ingredients.json")]
 
 
