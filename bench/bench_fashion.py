@@ -203,7 +203,8 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     last = scorer.curve[-1]
     extra = {"minutes": minutes, "planned_epochs": planned} if minutes else {}
     label = LABELS[name] + "".join(f" [{key}={value}]" for key, value in changes.items())
-    recipe = {k: config[k] for k in (*RECIPES[name], *changes) if k != "model"}
+    # The network is the row's name unless --set swapped it; then the recipe says which ran.
+    recipe = {k: config[k] for k in (*RECIPES[name], *changes) if k != "model" or k in changes}
     # Each result names its own machine: the file keeps earlier runs, and machines of one name differ in speed.
     return {"model": name, "label": label, "recipe": recipe, "changed": changes, "machine": machine_info(),
             **extra, "epochs": len(scorer.curve), "train_images": int(len(y_train)), "test_images": int(len(y_test)),

@@ -363,6 +363,16 @@ def test_the_fashion_benchmark_changes_one_setting_of_a_recipe_by_name():
             bench_fashion.parse_changes([bad], parser)
 
 
+def test_a_fashion_benchmark_row_names_the_network_only_when_set_swapped_it():
+    bench_fashion = _bench_fashion()
+    quiet = dict(epochs=1, train_limit=512, test_limit=256, batch_size=128, log=lambda *_: None)
+    own = bench_fashion.run_family("lenet5_modern-5min", changes={"precision": "float32"}, **quiet)
+    swapped = bench_fashion.run_family("lenet5_modern-5min", changes={"model": "lenet5", "filters": None,
+                                                                      "precision": "float32"}, **quiet)
+    assert "model" not in own["recipe"] and swapped["recipe"]["model"] == "lenet5"
+    assert swapped["parameters"] != own["parameters"]  # the swapped network is the one that ran
+
+
 def test_a_benchmark_records_which_cpu_it_ran_on_beyond_its_marketing_name(tmp_path, monkeypatch):
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import machine

@@ -329,11 +329,12 @@ def _against_recipe(result) -> str:
     from training.config import DEFAULTS
 
     current = _recipe(result["model"])
-    ran = {**DEFAULTS, **result["recipe"]}
+    # rows written before the benchmark recorded the network ran the recipe's own
+    ran = {**DEFAULTS, "model": current["model"], **result["recipe"]}
     now = {**DEFAULTS, **current}
     # tta has a column of its own; the benchmark's loop keeps batch norm's moving averages whatever precise_bn says
     # (the recipe sets it off so that train.py --config does the same).
-    keys = [k for k in dict.fromkeys([*current, *result["recipe"]]) if k not in ("model", "epochs", "tta", "precise_bn")]
+    keys = [k for k in dict.fromkeys([*current, *result["recipe"]]) if k not in ("epochs", "tta", "precise_bn")]
     differences = [f"`{k}={'default' if ran[k] is None else _plain(ran[k])}`" for k in keys if ran[k] != now[k]]
     return ", ".join(differences) or "the recipe"
 
