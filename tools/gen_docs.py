@@ -234,14 +234,12 @@ def _load(name: str) -> dict:
         return json.load(f)
 
 
-def _machine(data: dict, *names: str) -> str:
-    """The italic line under a table: its result files and the machine ``data`` names."""
+def _machine(data: dict, *names: str, per_row=False) -> str:
+    """The italic line under a table: its result files and the machine ``data`` names (``per_row``: its cores
+    only, for a table whose machine column names each row's processor)."""
     m = data.get("machine") or {}
-    cpu = m.get("cpu") or m.get("processor") or "CPU"
-    cpu_id = m.get("cpu_id")
-    if cpu_id:
-        cpu += f", family {cpu_id['family']} model {cpu_id['model']}"
-    parts = [f"{m.get('cpus') or m.get('cpu_count')} cores of {cpu}"]
+    cores = f"{m.get('cpus') or m.get('cpu_count')} cores"
+    parts = [f"{cores} a row, each row's processor in its column" if per_row else f"{cores} of {_cpu(m)}"]
     if m.get("gpus") == []:
         parts.append("no GPU")
     if m.get("tensorflow"):
@@ -250,6 +248,14 @@ def _machine(data: dict, *names: str) -> str:
         parts.append(f"Keras {m['keras']}")
     files = ", ".join(f"`bench/results/{name}`" for name in names)
     return f"*Source: {files}; {', '.join(parts)}.*"
+
+
+def _cpu(machine: dict) -> str:
+    """A machine's processor by name and, where recorded, family and model: one marketing name covers CPUs of
+    different speeds (this project's Xeons and EPYCs among them)."""
+    cpu = machine.get("cpu") or machine.get("processor") or "CPU"
+    cpu_id = machine.get("cpu_id")
+    return f"{cpu}, family {cpu_id['family']} model {cpu_id['model']}" if cpu_id else cpu
 
 
 def _acc(x, digits=4) -> str:
@@ -297,7 +303,7 @@ def _fashion_rows(results, columns, setting=_changed) -> list[str]:
     header = {"family": "family (zoo model)", "setting": "setting", "parameters": "parameters", "epochs": "epochs",
               "accuracy": "test accuracy", "to90": "time to 90%", "to93": "to 93%", "to95": "to 95%",
               "train": "training time", "published": "published, same family", "tta": "TTA", "note": "note",
-              "to94": "to 94%", "recipe": "recipe", "plain": "without TTA"}
+              "to94": "to 94%", "recipe": "recipe", "plain": "without TTA", "machine": "machine"}
     right = {"parameters", "epochs", "accuracy", "to90", "to93", "to94", "to95", "train", "plain"}
     lines = ["| " + " | ".join(header[c] for c in columns) + " |",
              "|" + "|".join("---:" if c in right else "---" for c in columns) + "|"]
@@ -309,7 +315,7 @@ def _fashion_rows(results, columns, setting=_changed) -> list[str]:
                  "to94": _minutes(r["seconds_to"].get("0.94")), "recipe": f"`{r['model']}`",
                  "plain": _acc(r["curve"][-1].get("plain_accuracy")) if r.get("curve") else "—",
                  "published": _cell(_published(r["published"])), "tta": r["recipe"].get("tta", "none"),
-                 "note": _cell(r.get("note", ""))}
+                 "note": _cell(r.get("note", "")), "machine": _cpu(r["machine"]) if r.get("machine") else "not recorded"}
         lines.append("| " + " | ".join(cells[c] for c in columns) + " |")
     return lines
 
@@ -358,36 +364,46 @@ def _recipe_runs(results, name) -> list[dict]:
 
 
 def _spread(runs) -> str:
-    """A recipe's runs as two cells: the range of their test accuracy, how many reached 93% and 94% and when; and
-    the longest training time."""
+    """A recipe's runs as two cells: for each machine they ran on, the range of their test accuracy and how many
+    reached 93% and 94% and when (machines of one project differ twofold in speed, so a budget in minutes differs
+    in epochs); and the longest training time."""
+    machines = {}
+    for r in runs:
+        machines.setdefault(_cpu(r.get("machine") or {}), []).append(r)
+    text = "; ".join(_spread_on(cpu, group) for cpu, group in machines.items())
+    return text + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
+
+
+def _spread_on(cpu, runs) -> str:
     accuracies = [r["test_accuracy"] for r in runs]
     text = (f"{_acc(min(accuracies))}–{_acc(max(accuracies))} over {len(runs)} runs" if len(runs) > 1
-            else _acc(accuracies[0]))
+            else _acc(accuracies[0])) + f" on {cpu}"
     for threshold in ("0.93", "0.94"):
         seconds = sorted(s for s in (r["seconds_to"].get(threshold) for r in runs) if s is not None)
         if seconds:
             first, last = (f"{s / 60:.1f}" for s in (seconds[0], seconds[-1]))
             when = f"{first} min" if first == last else f"{first}–{last} min"
-            text += f"; {float(threshold):.0%} in {len(seconds)} of {len(runs)}, at {when}"
-    return text + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
+            text += f", {float(threshold):.0%} in {len(seconds)} of {len(runs)} at {when}"
+    return text
 
 
 def block_fashion_10min() -> list[str]:
     full = _load("fashion_full.json")
     flip34 = _load("fashion_full_10min_flip_34epochs.json")
+    # that file's one run names its machine at the top only
     results = ([r for r in full["results"] if r["model"] in ("lenet5_modern-10min", "lenet5_modern-5min")]
-               + flip34["results"])
+               + [{"machine": flip34["machine"], **r} for r in flip34["results"]])
     return (_fashion_rows(results, ["recipe", "setting", "tta", "epochs", "accuracy", "to90", "to93", "to94",
-                                    "train"], setting=_against_recipe)
-            + ["", _machine(full, "fashion_full.json"), "", "The row of 34 epochs: "
-               + _machine(flip34, "fashion_full_10min_flip_34epochs.json")])
+                                    "train", "machine"], setting=_against_recipe)
+            + ["", _machine(full, "fashion_full.json", "fashion_full_10min_flip_34epochs.json", per_row=True)])
 
 
 def block_fashion_10min_ingredients() -> list[str]:
     data = _load("fashion_10min_ingredients.json")
-    return _fashion_rows(data["results"], ["setting", "epochs", "accuracy", "plain", "to90", "to93", "to94", "train"],
+    return _fashion_rows(data["results"], ["setting", "epochs", "accuracy", "plain", "to90", "to93", "to94", "train",
+                                                   "machine"],
                          setting=_against_recipe) + [
-        "", _machine(data, "fashion_10min_ingredients.json")]
+        "", _machine(data, "fashion_10min_ingredients.json", per_row=True)]
 
 
 def block_fashion_lenet5_ablation() -> list[str]:
