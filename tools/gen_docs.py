@@ -258,6 +258,11 @@ def _cpu(machine: dict) -> str:
     return f"{cpu}, family {cpu_id['family']} model {cpu_id['model']}" if cpu_id else cpu
 
 
+def _row_cpu(result: dict) -> str:
+    """The processor a benchmark row ran on; rows written before results named their machine say so."""
+    return _cpu(result["machine"]) if result.get("machine") else "not recorded"
+
+
 def _acc(x, digits=4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -315,7 +320,7 @@ def _fashion_rows(results, columns, setting=_changed) -> list[str]:
                  "to94": _minutes(r["seconds_to"].get("0.94")), "recipe": f"`{r['model']}`",
                  "plain": _acc(r["curve"][-1].get("plain_accuracy")) if r.get("curve") else "—",
                  "published": _cell(_published(r["published"])), "tta": r["recipe"].get("tta", "none"),
-                 "note": _cell(r.get("note", "")), "machine": _cpu(r["machine"]) if r.get("machine") else "not recorded"}
+                 "note": _cell(r.get("note", "")), "machine": _row_cpu(r)}
         lines.append("| " + " | ".join(cells[c] for c in columns) + " |")
     return lines
 
@@ -369,7 +374,7 @@ def _spread(runs) -> str:
     in epochs); and the longest training time."""
     machines = {}
     for r in runs:
-        machines.setdefault(_cpu(r.get("machine") or {}), []).append(r)
+        machines.setdefault(_row_cpu(r), []).append(r)
     text = "; ".join(_spread_on(cpu, group) for cpu, group in machines.items())
     return text + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
 
@@ -401,8 +406,7 @@ def block_fashion_10min() -> list[str]:
 def block_fashion_10min_ingredients() -> list[str]:
     data = _load("fashion_10min_ingredients.json")
     return _fashion_rows(data["results"], ["setting", "epochs", "accuracy", "plain", "to90", "to93", "to94", "train",
-                                                   "machine"],
-                         setting=_against_recipe) + [
+                                           "machine"], setting=_against_recipe) + [
         "", _machine(data, "fashion_10min_ingredients.json", per_row=True)]
 
 
