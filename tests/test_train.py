@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -158,6 +159,8 @@ def test_nan_loss_stops_with_a_clear_message_and_exports_nothing(tmp_path):
     (["--model", "mlp", "--width", "-1"], "width must be > 0"),
     (["--model", "resnet20", "--filters", "16", "48", "360", "252"], "does not take option 'filters'"),
     (["--model", "lenet5_modern", "--filters", "16", "48"], "filters must be 4 positive counts"),
+    (["--model", "lenet5", "--depth", "10"], "does not take option 'depth'"),
+    (["--model", "wrn16_4", "--depth", "11"], "must be 6n+4"),
     (["--model", "mlp", "--whiten"], "--whiten starts a network's first convolution; mlp has none"),
     (["--backbone", "resnet20", "--whiten"], "a --backbone brings its own: drop --whiten"),
     (["--config", "/nonexistent.json"], "Cannot read config file"),
@@ -168,6 +171,21 @@ def test_user_mistakes_get_one_line_and_exit_2(argv, expected, tmp_path, capsys)
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
     assert not (tmp_path / "saved_models").exists()
+
+
+def test_depth_and_widen_factor_reach_the_network():
+    import zoo
+    from training.config import MODEL_OPTIONS
+
+    config, _ = train_cli.resolve_config(["--model", "wrn16_4", "--depth", "10", "--widen-factor", "2"])
+    options = {key: config[key] for key in MODEL_OPTIONS}
+    network = zoo.build(config["model"], input_shape=(28, 28, 1), **options)
+    convolutions = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+    # WRN-10-2: a stem and one two-convolution block per group (three), the groups 32, 64 and 128 wide.
+    assert max(c.filters for c in convolutions) == 128
+    assert len([c for c in convolutions if c.kernel_size == (3, 3)]) == 1 + 3 * 2
+    default = zoo.build("wrn16_4", input_shape=(28, 28, 1))
+    assert network.count_params() < default.count_params()
 
 
 def test_folder_dataset_errors_from_the_command_line(tmp_path):

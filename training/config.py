@@ -33,6 +33,7 @@ DEFAULTS = {
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
     "l1": None, "l2": None, "width": None, "filters": None, "whiten": False, "preprocessing": "rescale", "precise_bn": None,
+    "depth": None, "widen_factor": None,
     # Augmentation
     "augment": "none", "flips": None, "tta": "none",
     # Transfer learning (a --backbone replaces --model)
@@ -76,7 +77,7 @@ def _dataset_defaults_text(key: str) -> str:
     return ", ".join(f"{dataset}: {values[key]}" for dataset, values in DATASET_DEFAULTS.items() if key in values)
 
 
-MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width", "filters")
+MODEL_OPTIONS = ("batch_norm", "dropout", "activation", "kernel_initializer", "l1", "l2", "width", "filters", "depth", "widen_factor")
 
 
 def complete(config: dict) -> dict:
@@ -187,6 +188,11 @@ def _model_flags(parser, D) -> None:
     model.add_argument("--filters", type=int, nargs="+", default=None, metavar="N",
                        help="the layers' own widths, where a model takes them (lenet5: C1 C3 C5 maps and F6 "
                             "units, 6 16 120 84 in the paper); --width multiplies them")
+    model.add_argument("--depth", type=int, default=None,
+                       help="layers of a ResNet or Wide ResNet, as in their papers' names (resnet20 --depth 8 is "
+                            "ResNet-8, wrn16_4 --depth 10 --widen-factor 2 is WRN-10-2)")
+    model.add_argument("--widen-factor", type=int, default=None,
+                       help="a Wide ResNet's k: its groups are 16k, 32k and 64k maps wide")
     _bool_flag(model, "whiten",
                "start the first convolution as a whitening of the training images' patches: eigenvectors of "
                "their covariance over the square roots of their eigenvalues, in +/- pairs (airbench's first "
