@@ -391,6 +391,26 @@ def test_a_fashion_benchmark_row_names_the_network_only_when_set_swapped_it():
     assert swapped["parameters"] != own["parameters"]  # the swapped network is the one that ran
 
 
+def test_the_recipe_speed_benchmark_times_the_recipe_and_each_variant_it_is_given():
+    import argparse
+
+    _bench_fashion()  # bench/ on the path
+    import bench_recipe_speed
+
+    rows = bench_recipe_speed.measure("lenet5_modern-5min", ["precision=float32", "filters=[16,32,480,336] batch_size=64"],
+                                      rounds=2, steps=2, train_limit=512, parser=argparse.ArgumentParser(),
+                                      log=lambda *_: None)
+    recipe, float32, narrower = rows
+    assert [row["variant"] for row in rows] == ["the recipe", "precision=float32", "filters=[16,32,480,336] batch_size=64"]
+    assert recipe["ratio_to_recipe"] == 1.0 and recipe["changed"] == {}
+    assert float32["changed"] == {"precision": "float32"} and float32["parameters"] == recipe["parameters"]
+    assert narrower["parameters"] < recipe["parameters"] and narrower["batch_size"] == 64  # the variant is what ran
+    assert all(len(row["rounds"]) == 2 and row["images_per_second"] > 0 for row in rows)
+    with pytest.raises(SystemExit):  # a key train.py does not have: argparse's one-line error
+        bench_recipe_speed.measure("lenet5_modern-5min", ["smoothing=0"], rounds=1, steps=1, train_limit=512,
+                                   parser=argparse.ArgumentParser())
+
+
 def test_a_benchmark_records_which_cpu_it_ran_on_beyond_its_marketing_name(tmp_path, monkeypatch):
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import machine

@@ -456,6 +456,20 @@ def block_throughput() -> list[str]:
     return lines + ["", _machine(data, "throughput_quick.json")]
 
 
+def block_recipe_speed() -> list[str]:
+    data = _load("recipe_speed_full.json")
+    s = data["settings"]
+    lines = [f"`{data['recipe']}` and variants of it, {s['steps']} training steps through `fit` a round, "
+             f"median of {s['rounds']} interleaved rounds.", "",
+             "| variant | parameters | batch | images/s | × the recipe | an epoch (54,000 images) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in data["results"]:
+        variant = r["variant"] if not r["changed"] else ", ".join(f"`{k}={_plain(v)}`" for k, v in r["changed"].items())
+        lines.append(f"| {variant} | {_count(r['parameters'])} | {r['batch_size']} | {r['images_per_second']:,.0f} | "
+                     f"{r['ratio_to_recipe']:.2f} | {r['epoch_seconds']:.1f} s |")
+    return lines + ["", _machine(data, "recipe_speed_full.json")]
+
+
 def block_input() -> list[str]:
     lines = ["| run | case | files | ours, first pass (images/s) | ours, cached | Keras, first pass | Keras, cached | "
              "ratio first / cached | first pass / decode alone | first-pass CPU ms/image, ours / Keras |",
@@ -737,6 +751,7 @@ BLOCKS = {
     "fashion_ema": block_fashion_ema,
     "fashion_quick": block_fashion_quick,
     "throughput": block_throughput,
+    "recipe_speed": block_recipe_speed,
     "input": block_input,
     "memory": block_memory,
     "inference": block_inference,
