@@ -98,10 +98,26 @@ RECIPES = {name: read_recipe(name) for name in FAMILIES}
 QUICK = {"models": ["lenet5_modern", "resnet20"], "train": 4000, "test": 2000, "epochs": 2, "batch_size": 64}
 
 
-def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, minutes=None,
-               changes=None, log=print) -> dict:
+def prepare_recipe(name: str, changes: dict, *, epochs: int | None = None, train_limit=None, batch_size=None):
+    """``name``'s recipe with ``changes``, prepared as train.py prepares a run (seed, model, augmentation,
+    pipelines) on at most ``train_limit`` training images: (config, data, run).  The run gets no time budget
+    (a benchmark that trains for minutes plans them itself); ``config`` keeps the recipe's, for the row."""
     import tempfile
 
+    from training.run import DEFAULTS, load_data, prepare
+
+    config = {**DEFAULTS, **RECIPES[name], **changes, **({"epochs": epochs} if epochs else {})}
+    config["batch_size"] = batch_size or config["batch_size"]
+    data = load_data(config)
+    if train_limit:
+        data.arrays["train"] = tuple(part[:train_limit] for part in data.arrays["train"])
+    run = prepare({**config, "time_budget": None}, log=lambda *_: None,
+                  run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
+    return config, data, run
+
+
+def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, batch_size=None, minutes=None,
+               changes=None, log=print) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -109,22 +125,16 @@ def run_family(name: str, *, epochs: int, train_limit=None, test_limit=None, bat
     from augment import predict_tta
     from core.model import inference_model
     from training.data import flips_for
-    from training.run import DEFAULTS, compile_model, load_data, prepare
+    from training.run import compile_model
 
     tf.get_logger().setLevel("ERROR")  # one predict function per family is expected, not a retracing problem
     changes = dict(changes or {})
-    config = {**DEFAULTS, **RECIPES[name], **changes, "epochs": epochs}
-    config["batch_size"] = batch_size or config["batch_size"]
-    data = load_data(config)
+    # The run's own preparation; the benchmark keeps its own loop, which scores the test split after every epoch
+    # without checkpoints, and plans a time budget itself (below).
+    config, data, run = prepare_recipe(name, changes, epochs=epochs, train_limit=train_limit, batch_size=batch_size)
     x_test, y_test = data.arrays["test"]
-    if train_limit:
-        data.arrays["train"] = tuple(part[:train_limit] for part in data.arrays["train"])
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-    # The run's own preparation (seed, model, augmentation, pipelines); the benchmark keeps its own loop, which
-    # scores the test split after every epoch without checkpoints, and plans a time budget itself (below).
-    run = prepare({**config, "time_budget": None}, log=lambda *_: None,
-                  run_dir=tempfile.mkdtemp(prefix=f"bench-fashion-{name}-"), data=data)
     model, train_ds, y_train = run.model, run.train_ds, run.labels
     planned = scale = None
     if minutes:  # equal time: epochs planned from timed steps, the schedule's clock rescaled after each epoch

@@ -406,6 +406,7 @@ def test_the_recipe_speed_benchmark_times_the_recipe_and_each_variant_it_is_give
     assert float32["changed"] == {"precision": "float32"} and float32["parameters"] == recipe["parameters"]
     assert narrower["parameters"] < recipe["parameters"] and narrower["batch_size"] == 64  # the variant is what ran
     assert all(len(row["rounds"]) == 2 and row["images_per_second"] > 0 for row in rows)
+    assert {row["train_images"] for row in rows} == {512}  # an epoch's length is the subset's, not the full split's
     with pytest.raises(SystemExit):  # a key train.py does not have: argparse's one-line error
         bench_recipe_speed.measure("lenet5_modern-5min", ["smoothing=0"], rounds=1, steps=1, train_limit=512,
                                    parser=argparse.ArgumentParser())

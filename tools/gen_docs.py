@@ -282,7 +282,7 @@ def _published(rows) -> str:
 
 def _changed(result) -> str:
     changed = result.get("changed") or {}
-    return ", ".join(f"`{k}={v}`" for k, v in changed.items()) or "the recipe"
+    return ", ".join(f"`{k}={_plain(v)}`" for k, v in changed.items()) or "the recipe"
 
 
 def block_default_run() -> list[str]:
@@ -461,11 +461,10 @@ def block_recipe_speed() -> list[str]:
     s = data["settings"]
     lines = [f"`{data['recipe']}` and variants of it, {s['steps']} training steps through `fit` a round, "
              f"median of {s['rounds']} interleaved rounds.", "",
-             "| variant | parameters | batch | images/s | × the recipe | an epoch (54,000 images) |",
+             f"| variant | parameters | batch | images/s | × the recipe | an epoch ({data['results'][0]['train_images']:,} images) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in data["results"]:
-        variant = r["variant"] if not r["changed"] else ", ".join(f"`{k}={_plain(v)}`" for k, v in r["changed"].items())
-        lines.append(f"| {variant} | {_count(r['parameters'])} | {r['batch_size']} | {r['images_per_second']:,.0f} | "
+        lines.append(f"| {_changed(r)} | {_count(r['parameters'])} | {r['batch_size']} | {r['images_per_second']:,.0f} | "
                      f"{r['ratio_to_recipe']:.2f} | {r['epoch_seconds']:.1f} s |")
     return lines + ["", _machine(data, "recipe_speed_full.json")]
 
