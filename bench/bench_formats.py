@@ -39,7 +39,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 def from_training(args) -> tuple[str, dict, dict]:
     """(label, report, what ran) for a fresh run trained and converted in a temporary folder."""
-    from serving import formats
+    from exports import formats
     from training.run import train
 
     work = tempfile.mkdtemp(prefix="bench-formats-")
@@ -62,8 +62,8 @@ def from_training(args) -> tuple[str, dict, dict]:
 
 def from_export(args) -> tuple[str, dict, dict]:
     """(label, report, what ran) for an existing export; converted unless it has formats/ already."""
-    from serving import formats
-    from serving.load import read_metadata
+    from exports import formats
+    from exports.load import read_metadata
     from training.export_formats import resolve_source, run_split
 
     version_dir, metadata = read_metadata(resolve_source(args.export))
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     from training.quiet import import_tensorflow
 
     import_tensorflow()
-    from serving import formats
+    from exports import formats
 
     label, report, ran = from_export(args) if args.export else from_training(args)
     results = {}

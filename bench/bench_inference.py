@@ -5,7 +5,7 @@ batch-1 latency and batch-64 throughput, as ratios measured in one run.
     .venv/bin/python bench/bench_inference.py --full    # more calls per measurement
 
 Each model is assembled as ``train.py`` does (raw pixels in, preprocessing in
-the graph), exported with ``serving.export.export_savedmodel`` and loaded back
+the graph), exported with ``exports.export.export_savedmodel`` and loaded back
 with ``tf.saved_model.load`` alone, the way a TensorFlow-only consumer would.
 Three ways to call it are timed, alternating in rounds:
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import zoo
-    from serving.export import export_savedmodel
+    from exports.export import export_savedmodel
     from core.model import assemble, inference_model, preprocessing_layer
 
     tf.get_logger().setLevel("ERROR")

@@ -72,7 +72,7 @@ def digits_export(root: str) -> str:
 def zoo_export(root: str, name: str, shape=(32, 32, 3)) -> str:
     import zoo
     from core.model import assemble, inference_model, preprocessing_layer
-    from serving.export import export_savedmodel
+    from exports.export import export_savedmodel
 
     network = zoo.build(name, input_shape=shape, num_classes=10)
     model = inference_model(assemble(network, shape, preprocessing=preprocessing_layer("rescale")))
@@ -210,7 +210,7 @@ _EXPORTS: dict = {}
 
 
 def in_process(model_dir: str, images, seconds: float) -> dict:
-    from serving.load import load_export
+    from exports.load import load_export
 
     if model_dir not in _EXPORTS:
         _EXPORTS[model_dir] = load_export(model_dir)
@@ -259,7 +259,7 @@ def _ceiling(model_dir: str, seconds: float) -> dict:
 
     from server.command import configure_tensorflow
     from server.settings import DEFAULTS
-    from serving.load import load_export
+    from exports.load import load_export
 
     configure_tensorflow(DEFAULTS)
     export = load_export(model_dir)
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
                    "resnet56 (32x32x3)": zoo_export(folder, "resnet56")}
         for label, model_dir in exports.items():
             name = os.path.basename(model_dir)
-            from serving.load import read_metadata
+            from exports.load import read_metadata
 
             shape = tuple(read_metadata(model_dir)[1]["input_shape"])
             images = np.random.default_rng(0).integers(0, 256, (512, *shape)).astype(np.float32)

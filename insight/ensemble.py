@@ -11,7 +11,7 @@ Each member is an export of this toolkit (``saved_models/NAME`` means its
 newest version); its Keras model (``assets/model.keras``) is loaded, and one
 Keras model averages the members' probabilities.  Members must take the same
 input shape and predict the same class names in the same order.  The result is
-exported like any run (``serving.export``): raw float32 pixels in,
+exported like any run (``exports.export``): raw float32 pixels in,
 ``probabilities``/``class_ids``/``classes`` out, TensorFlow only to serve.
 When the members' run directories are still there and they share one
 split, the members and the ensemble are scored on its test images.
@@ -28,8 +28,8 @@ import numpy as np
 import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 from core.errors import UserError
 from core.rows import predict
-from serving.export import export_savedmodel
-from serving.load import read_metadata
+from exports.export import export_savedmodel
+from exports.load import read_metadata
 from training import run, rundir
 from training.config import DEFAULTS, complete
 

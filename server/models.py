@@ -18,7 +18,7 @@ from typing import Callable
 
 from core.errors import UserError
 from server.errors import not_found
-from serving.export import versions as version_folders
+from exports.export import versions as version_folders
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 

@@ -8,9 +8,9 @@ import numpy as np
 
 from server.batching import Batcher, Unbatched
 from server.errors import invalid
-from serving.load import load_export
+from exports.load import load_export
 
-INPUT = "images"          # the one input of our exports' signature (serving.export)
+INPUT = "images"          # the one input of our exports' signature (exports.export)
 SIGNATURE = "serving_default"
 
 

@@ -10,7 +10,7 @@ import sys
 
 from helpers import ROOT
 
-PACKAGES = ("core", "zoo", "augment", "imagesets", "serving", "transfer", "training", "tuning", "insight")
+PACKAGES = ("core", "zoo", "augment", "imagesets", "exports", "transfer", "training", "tuning", "insight")
 # Modules of other libraries that are not their public API; only core/compat.py may import them.
 PRIVATE_MODULES = re.compile(r"^(keras\.src|keras_tuner\.src|tensorflow\.python|"
                              r"tensorflow\.lite\.(tools|python))\b")

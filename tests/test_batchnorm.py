@@ -136,7 +136,7 @@ def test_the_callback_reestimates_before_validation_and_measures_at_the_end():
 def test_the_export_carries_the_reestimated_statistics(tmp_path):
     # LeNet-5 with batch norm on 108 training digits, 3 epochs: the moving averages of 42 steps at Keras'
     # momentum 0.99 still hold most of their starting values (tests/test_insight.py's batchnorm_statistics run).
-    from serving.load import load_export
+    from exports.load import load_export
     from training.config import complete
     from training.data import load_data
     from training.run import train

@@ -23,8 +23,8 @@ import train as train_cli
 import zoo
 from core import compat
 from core.errors import UserError
-from serving import formats
-from serving.load import load_export
+from exports import formats
+from exports.load import load_export
 from training import run as training_run
 
 

@@ -183,7 +183,7 @@ def test_compare_refuses_an_unknown_option(capsys):
 
 
 def test_ensemble_export_serves_with_tensorflow_only_and_averages_its_members(runs, tmp_path, capsys):
-    from serving.load import load_export
+    from exports.load import load_export
 
     base, done = runs
     members = [done["good_fit"]["export_path"], done["overfitting"]["export_path"]]  # an MLP and a LeNet-5
@@ -203,7 +203,7 @@ import json, sys
 import numpy as np, tensorflow as tf
 m = tf.saved_model.load({str(path)!r})
 out = m.signatures["serving_default"](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
-project = {{"zoo", "training", "serving", "imagesets", "augment", "transfer", "insight"}}
+project = {{"zoo", "training", "exports", "imagesets", "augment", "transfer", "insight"}}
 assert not project & {{name.split(".")[0] for name in sys.modules}}
 classes = [c.decode() for c in out["classes"].numpy()]
 print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": classes}}))

@@ -287,7 +287,7 @@ def test_bad_predict_documents_say_what_is_wrong(document, words):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("server-exports")
-    from serving import export_savedmodel
+    from exports import export_savedmodel
 
     export_savedmodel(tiny_model(), str(root), "tiny", class_names=["a", "b", "c"])
     return root

@@ -301,7 +301,7 @@ def test_a_new_version_is_served_within_seconds_while_16_clients_send_and_none_f
     import keras
 
     import zoo  # noqa: F401  (registers the zoo's layers for loading model.keras)
-    from serving.export import export_savedmodel
+    from exports.export import export_savedmodel
 
     _, predictions, _ = grpc_stubs(server.grpc_target)
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 1)).astype(np.float32)

@@ -71,7 +71,7 @@ import numpy as np, tensorflow as tf
 m = tf.saved_model.load({export!r})
 meta = json.load(open({export!r} + "/assets/metadata.json"))
 out = m.signatures["serving_default"](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
-project = {{"zoo", "training", "serving", "imagesets", "augment", "transfer"}}
+project = {{"zoo", "training", "exports", "imagesets", "augment", "transfer"}}
 assert not project & {{name.split(".")[0] for name in sys.modules}}
 print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": [c.decode() for c in out["classes"].numpy()],
                   "names": meta["class_names"], "shape": meta["input_shape"]}}))
@@ -281,7 +281,7 @@ def test_preview_writes_a_grid_of_augmented_samples(tmp_path, capsys):
 
 def test_standardize_learns_the_training_pixels_and_travels_with_the_export(tmp_path):
     import imagesets
-    from serving import load_export
+    from exports import load_export
 
     config = {**FAST, "epochs": 1, "preprocessing": "standardize", "runs_dir": str(tmp_path / "runs"),
               "export_dir": str(tmp_path / "exp")}

@@ -301,13 +301,13 @@ def test_a_runs_model_file_loads_as_a_backbone_cut_before_its_head(tmp_path, nam
 
 
 def test_an_export_loads_as_a_backbone(tmp_path):
-    from serving.export import export_savedmodel
+    from exports.export import export_savedmodel
 
     model = trained_zoo_model("lenet5")
     inference = inference_model(model)
     version = export_savedmodel(inference, str(tmp_path), "lenet", class_names=digits().class_names)
     model_file = os.path.join(version, "assets", "model.keras")
-    if not os.path.isfile(model_file):  # exports made before serving/ wrote it themselves
+    if not os.path.isfile(model_file):  # exports made before exports/ wrote it themselves
         inference.save(model_file)
     for source in (tmp_path / "lenet", version):  # the model folder means its newest version
         assert_features_match(load_backbone(str(source)), model, "lenet5")

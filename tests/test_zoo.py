@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 import imagesets
-import serving
+import exports
 import zoo
 from core.model import assemble, inference_model, preprocessing_layer
 from zoo._layers import ScaledTanh
@@ -366,9 +366,9 @@ def test_savedmodel_export_serves_raw_pixels(name, tmp_path):
     shape = zoo.get(name).input_shape if is_small_image(name) else small_shape(name, 3)
     network = zoo.build(name, shape, num_classes=3, **narrow(name))
     model = inference_model(assemble(network, shape, preprocessing=preprocessing_layer("rescale")))
-    path = serving.export_savedmodel(model, str(tmp_path), "m", class_names=["cat", "dog", "fox"])
+    path = exports.export_savedmodel(model, str(tmp_path), "m", class_names=["cat", "dog", "fox"])
     assert path == str(tmp_path / "m" / "1")
-    export = serving.load_export(path)
+    export = exports.load_export(path)
     assert export.class_names == ["cat", "dog", "fox"]
     assert export.input_shape == shape
     raw = np.random.default_rng(2).integers(0, 256, (4, *shape)).astype("float32")

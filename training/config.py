@@ -16,7 +16,7 @@ import os
 from augment.tta import MODES as TTA_MODES
 from core.errors import UserError
 from core.model import PREPROCESSING
-from serving.formats import parse_formats, require_runtimes
+from exports.formats import parse_formats, require_runtimes
 from training.distribute import STRATEGIES
 from training.optim import OPTIMIZERS, SCHEDULES
 from transfer.backbones import is_architecture

@@ -8,7 +8,7 @@ SOURCE is a run directory (its ``metrics.json`` names the export) or
 directory recorded in the export's metadata (its ``config.json`` holds the
 dataset, fractions and seed), so the formats are scored on the images the
 run held out, and the int8 file is calibrated on that run's training images.
-See ``serving.formats`` for the files written.
+See ``exports.formats`` for the files written.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 
 import transfer  # noqa: F401 - registers a transfer head's layers, for loading an export's model.keras
 from core.errors import UserError
-from serving import formats
-from serving.load import read_metadata, resolve_export
+from exports import formats
+from exports.load import read_metadata, resolve_export
 from training import rundir
 from training.config import complete
 from training.data import load_data

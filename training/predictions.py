@@ -14,8 +14,8 @@ import numpy as np
 from augment import predict_tta
 from core.errors import UserError
 from imagesets.images import list_images, load_image, problem
-from serving.formats import load_format
-from serving.load import load_export
+from exports.formats import load_format
+from exports.load import load_export
 
 
 def collect_files(paths: list[str]) -> list[str]:

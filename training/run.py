@@ -26,8 +26,8 @@ from augment import predict_tta, save_grid
 from core.batchnorm import batch_norm_layers
 from core.errors import UserError
 from core.model import dtype_policy, inference_model, network_of
-from serving.export import export_savedmodel
-from serving.formats import export_formats
+from exports.export import export_savedmodel
+from exports.formats import export_formats
 from training import budget
 from training import diagnose as diagnosis
 from training import lock, mistakes, rundir

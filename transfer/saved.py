@@ -16,7 +16,7 @@ import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 from core import compat
 from core.errors import UserError
 from core.model import network_of
-from serving.load import resolve_export
+from exports.load import resolve_export
 from transfer.heads import InferenceMode
 from transfer.weights import first_line
 

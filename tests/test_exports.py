@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from serving import export_savedmodel, load_export, resolve_export
+from exports import export_savedmodel, load_export, resolve_export
 from core.errors import UserError
 from core.model import assemble, inference_model, preprocessing_layer
 
@@ -107,7 +107,7 @@ def test_predicts_command_line_offers_exactly_the_librarys_modes_and_formats():
     # predict.py writes them out so that --help does not load Keras; they must not drift apart.
     import predict
     from augment.tta import MODES
-    from serving.formats import FORMATS
+    from exports.formats import FORMATS
 
     assert predict.TTA_MODES == MODES and predict.FORMATS == FORMATS
     tta = next(action for action in predict.build_parser()._actions if action.dest == "tta")

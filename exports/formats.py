@@ -46,8 +46,8 @@ import numpy as np
 from core import compat
 from core.errors import UserError
 from core.rows import batches
-from serving.export import STAGING, remove_abandoned_staging
-from serving.load import read_metadata, resolve_export
+from exports.export import STAGING, remove_abandoned_staging
+from exports.load import read_metadata, resolve_export
 
 FORMATS = ("tflite", "tflite_fp16", "tflite_int8", "onnx")
 FILES = dict(zip(FORMATS, ("model.tflite", "model_fp16.tflite", "model_int8.tflite", "model.onnx")))
@@ -179,7 +179,7 @@ class SavedModelRunner:
     """The SavedModel's ``serving_default`` signature, for scoring it the same way."""
 
     def __init__(self, version_dir: str):
-        from serving.load import load_export
+        from exports.load import load_export
 
         self.export = load_export(version_dir)
         self.runtime = "TensorFlow SavedModel"
@@ -215,7 +215,7 @@ RUNNERS = {"tflite": TFLiteModel, "tflite_fp16": TFLiteModel, "tflite_int8": TFL
 
 
 class LoadedFormat:
-    """A converted file with its class names (``labels.txt`` beside it), shaped like ``serving.LoadedExport``
+    """A converted file with its class names (``labels.txt`` beside it), shaped like ``exports.LoadedExport``
     so ``predict.py`` and ``augment.predict_tta`` use either."""
 
     def __init__(self, path: str, runner, class_names: list[str], metadata: dict):
