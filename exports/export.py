@@ -28,10 +28,20 @@ from core.errors import UserError, size_of, writing
 SIGNATURE = "serving_default"
 
 
-def versions(model_dir: str) -> list[int]:
+def version_dirs(model_dir: str) -> dict[int, str]:
+    """``{version: folder name}`` of a model folder.  TF Serving reads any all-digit name as a version, so
+    ``00000123`` is version 123; of two names for one number (``7`` and ``007``) the shorter wins."""
     if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit())
+        return {}
+    found: dict[int, str] = {}
+    for entry in sorted(os.listdir(model_dir), key=len, reverse=True):
+        if entry.isdigit() and entry.isascii():
+            found[int(entry)] = entry
+    return dict(sorted(found.items()))
+
+
+def versions(model_dir: str) -> list[int]:
+    return list(version_dirs(model_dir))
 
 
 def next_version(model_dir: str) -> int:
@@ -63,13 +73,20 @@ def remove_abandoned_staging(model_dir: str) -> list[str]:
     return removed
 
 
+def check_name(name: str, what: str = "Export name", advice: str = "") -> None:
+    """Refuses a model name that is not one plain folder: ``<export_dir>/<name>`` must be the model's own folder,
+    not a path into another, and a hidden one would be passed over by a server's scan like a staging folder."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not name or name.startswith(".") or any(sep in name for sep in separators):
+        raise UserError(f"{what} {name!r} must be a plain folder name (no '/', not starting with '.'){advice}")
+
+
 def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadata: dict | None = None) -> str:
-    """Exports the inference ``model`` (raw pixels in, probabilities out).
+    """Exports the inference ``model`` (raw pixels in, probabilities out) as the next version of model ``name``.
 
     Returns the version directory written.
     """
-    if "/" in name or name.startswith(".") or not name:
-        raise UserError(f"Export name {name!r} must be a plain folder name")
+    check_name(name)
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     class_names = [str(c) for c in class_names]
     model_dir = os.path.join(export_dir, name)
@@ -77,7 +94,7 @@ def export_savedmodel(model, export_dir: str, name: str, *, class_names, metadat
     remove_abandoned_staging(model_dir)
     found = versions(model_dir)
     # A full disk stops with one line; the staging folder is deleted and no version appears.
-    with writing(model_dir, needed=size_of(os.path.join(model_dir, str(found[-1]))) if found else None):
+    with writing(model_dir, needed=size_of(os.path.join(model_dir, version_dirs(model_dir)[found[-1]])) if found else None):
         return _write_version(model, model_dir, input_shape, class_names, metadata)
 
 

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from core.errors import UserError
+from exports.export import version_dirs
 
 
 def resolve_export(path: str) -> str:
@@ -19,11 +20,11 @@ def resolve_export(path: str) -> str:
         raise UserError(f"Export {path!r} is a file; expected a SavedModel folder (saved_models/<name>[/<version>])")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    numbered = sorted((int(d) for d in os.listdir(path)
-                       if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))))
+    numbered = [folder for folder in version_dirs(path).values()
+                if os.path.isfile(os.path.join(path, folder, "saved_model.pb"))]
     if not numbered:
         raise UserError(f"{path!r} is not a SavedModel: no saved_model.pb in it or in numbered version folders")
-    return os.path.join(path, str(numbered[-1]))
+    return os.path.join(path, numbered[-1])
 
 
 @dataclasses.dataclass

@@ -25,13 +25,27 @@ import numpy as np
 from server.errors import ServingError
 
 Outputs = dict[str, np.ndarray]
+Rows = "np.ndarray | dict[str, np.ndarray]"  # one array, or a signature's inputs that share their first dimension
 _STOP = object()
+
+
+def count_rows(rows) -> int:
+    return len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
+
+
+def merge_rows(parts: list):
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return np.concatenate(parts)
 
 
 @dataclasses.dataclass
 class _Task:
-    rows: np.ndarray
+    rows: object  # Rows
     future: concurrent.futures.Future
+
+    def __len__(self) -> int:
+        return count_rows(self.rows)
 
 
 def split_outputs(outputs: Outputs, sizes: list[int]) -> list[Outputs]:
@@ -79,10 +93,10 @@ class Batcher:
                 # so a swap never fails a request.
                 threading.Thread(target=self._run_alone, args=(_Task(rows, future),), daemon=True).start()
                 return future
-            if self._queued_rows and self._queued_rows + len(rows) > self._max_queued:  # a big one alone may wait
+            if self._queued_rows and self._queued_rows + count_rows(rows) > self._max_queued:  # a big one alone may wait
                 raise ServingError("UNAVAILABLE", f"The batching queue of {self._name} is full "
                                                   f"({self._queued_rows} rows waiting); retry shortly")
-            self._queued_rows += len(rows)
+            self._queued_rows += count_rows(rows)
             self._queue.put(_Task(rows, future))
         return future
 
@@ -113,7 +127,7 @@ class Batcher:
             return None
 
     def _gather(self, first: _Task) -> tuple[list[_Task], bool]:
-        tasks, rows, stop = [first], len(first.rows), False
+        tasks, rows, stop = [first], len(first), False
         deadline = time.monotonic() + self._timeout
         while rows < self._max:
             task = self._next(deadline - time.monotonic())
@@ -122,11 +136,11 @@ class Batcher:
             if task is _STOP:
                 stop = True
                 break
-            if rows + len(task.rows) > self._max:
+            if rows + len(task) > self._max:
                 self._carry = task  # starts the next batch
                 break
             tasks.append(task)
-            rows += len(task.rows)
+            rows += len(task)
         return tasks, stop
 
     def _work(self) -> None:
@@ -144,24 +158,31 @@ class Batcher:
 
     def _run_batch(self, tasks: list[_Task]) -> None:
         with self._lock:
-            self._queued_rows -= sum(len(t.rows) for t in tasks)
+            self._queued_rows -= sum(len(t) for t in tasks)
         tasks = [t for t in tasks if t.future.set_running_or_notify_cancel()]
         if not tasks:
             return
         try:
-            rows = tasks[0].rows if len(tasks) == 1 else np.concatenate([t.rows for t in tasks])
+            rows = tasks[0].rows if len(tasks) == 1 else merge_rows([t.rows for t in tasks])
             outputs = self._run(rows)
             if self._on_batch:
-                self._on_batch(len(rows))
+                self._on_batch(count_rows(rows))
         except BaseException as error:  # every waiting caller hears of it; the worker lives on
             for task in tasks:
                 task.future.set_exception(error)
             return
-        for task, part in zip(tasks, split_outputs(outputs, [len(t.rows) for t in tasks])):
+        sizes = [len(t) for t in tasks]
+        if len(tasks) > 1 and any(np.ndim(v) == 0 or len(v) != sum(sizes) for v in outputs.values()):
+            # An output without a row per input row (a count, a model-wide constant) cannot be cut back
+            # into requests: each runs on its own, and gets exactly what an unbatched call gives.
+            for task in tasks:
+                self._run_alone(task, started=True)
+            return
+        for task, part in zip(tasks, split_outputs(outputs, sizes)):
             task.future.set_result(part)
 
-    def _run_alone(self, task: _Task) -> None:
-        if not task.future.set_running_or_notify_cancel():
+    def _run_alone(self, task: _Task, started: bool = False) -> None:
+        if not started and not task.future.set_running_or_notify_cancel():
             return
         try:
             task.future.set_result(self._run(task.rows))
@@ -179,7 +200,7 @@ class Unbatched:
     def _call(self, rows: np.ndarray) -> Outputs:
         outputs = self._run(rows)
         if self._on_batch:
-            self._on_batch(len(rows))
+            self._on_batch(count_rows(rows))
         return outputs
 
     def submit(self, rows: np.ndarray) -> concurrent.futures.Future:

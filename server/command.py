@@ -2,6 +2,9 @@
 
     python train.py serve                                   # saved_models/, REST :8501, gRPC :8500
     python train.py serve saved_models/lenet5-digits --rest-port 9001 --grpc-port 9000 --versions all
+    python train.py serve --port=8500 --rest_api_port=8501 --model_name=half_plus_two \
+        --model_base_path=/models/half_plus_two             # TF Serving's command line, unchanged
+    python train.py serve --model_config_file=models.config --model_config_file_poll_wait_seconds=60
 
 Start-up: find the models, load the wanted version(s) of each, print one summary, then serve until
 SIGTERM or Ctrl-C, which stop taking new requests and let those in flight finish (``--shutdown-grace``).
@@ -33,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Serve exports with TF Serving's REST and gRPC APIs, batched and hot-swapped, with a page "
                     "to drop an image on at http://HOST:REST_PORT/.")
-    parser.add_argument("bases", nargs="*", default=["saved_models"], metavar="MODEL_BASE",
-                        help="a model folder (saved_models/NAME) or a folder of them; new versions are picked up")
+    parser.add_argument("bases", nargs="*", metavar="MODEL_BASE",
+                        help="a model folder (saved_models/NAME) or a folder of them; new models and versions are "
+                             "picked up (default: saved_models)")
     net = parser.add_argument_group("Network")
     net.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 puts it on the network)")
     net.add_argument("--rest-port", type=int, default=d.rest_port, help="REST API port (TF Serving's 8501)")
@@ -54,6 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--batch-threads", type=int, default=d.batch_threads,
                           help="batches of one model that run at once in each process (TF Serving's "
                                "num_batch_threads); 0: one per core")
+    tfs = parser.add_argument_group(
+        "TF Serving's flags", "tensorflow_model_server's own names and meanings, so a deployment switches by "
+        "changing the command; --port and --rest_api_port are --grpc-port and --rest-port")
+    tfs.add_argument("--port", dest="grpc_port", type=int, help=argparse.SUPPRESS)
+    tfs.add_argument("--rest_api_port", dest="rest_port", type=int, help=argparse.SUPPRESS)
+    tfs.add_argument("--model_name", default="default", help="the name of the model at --model_base_path")
+    tfs.add_argument("--model_base_path", help="one model's folder of numbered versions, served as --model_name")
+    tfs.add_argument("--model_config_file", help="a ModelServerConfig text proto: several models, each with its "
+                                                 "model_version_policy and version_labels")
+    tfs.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                     help="re-read --model_config_file this often and apply changes (0: read once)")
+    tfs.add_argument("--file_system_poll_wait_seconds", dest="poll_seconds", type=float, help=argparse.SUPPRESS)
+    tfs.add_argument("--enable_batching", dest="batching", type=flag_value, nargs="?", const=True,
+                     help=argparse.SUPPRESS)
+    tfs.add_argument("--batching_parameters_file", help="a BatchingParameters text proto (max_batch_size, "
+                                                        "batch_timeout_micros, max_enqueued_batches, "
+                                                        "num_batch_threads)")
+    tfs.add_argument("--rest_api_timeout_in_ms", type=int, help="the request deadline in ms (--request-timeout)")
+    tfs.add_argument("--enable_model_warmup", type=flag_value, nargs="?", const=True, default=d.warmup,
+                     help="replay assets.extra/tf_serving_warmup_requests before a version serves")
+    tfs.add_argument("--grpc_channel_arguments", default="",
+                     help="gRPC server options as key=value pairs, comma-separated")
+    tfs.add_argument("--tensorflow_intra_op_parallelism", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
+    tfs.add_argument("--tensorflow_inter_op_parallelism", dest="inter_op_threads", type=int, help=argparse.SUPPRESS)
+    tfs.add_argument("--monitoring_config_file", help="a MonitoringConfig text proto; its prometheus_config path "
+                                                      "is served beside /monitoring/prometheus/metrics")
     threads = parser.add_argument_group("TensorFlow threads")
     threads.add_argument("--intra-op-threads", type=int, default=d.intra_op_threads,
                          help="threads one kernel may use (TF Serving's --tensorflow_intra_op_parallelism); 1 lets "
@@ -75,15 +105,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_value(text: str) -> bool:
+    """A boolean flag's value as TF Serving's command line writes it (--enable_batching=false)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def apply_tf_serving_flags(args) -> None:
+    """TF Serving's spellings onto ours: a flag given either way wins over the default."""
+    d = DEFAULTS
+    for dest, default in (("grpc_port", d.grpc_port), ("rest_port", d.rest_port), ("poll_seconds", d.poll_seconds),
+                          ("batching", d.batching), ("intra_op_threads", d.intra_op_threads),
+                          ("inter_op_threads", d.inter_op_threads)):
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    if args.rest_api_timeout_in_ms is not None:
+        if args.rest_api_timeout_in_ms <= 0:
+            raise UserError(f"--rest_api_timeout_in_ms must be positive, got {args.rest_api_timeout_in_ms}")
+        args.request_timeout = args.rest_api_timeout_in_ms / 1000.0
+    if args.batching_parameters_file:
+        from server.config import read_batching_parameters
+
+        parameters, unused = read_batching_parameters(args.batching_parameters_file)
+        if parameters.max_batch_size is not None:
+            args.max_batch_size = parameters.max_batch_size
+        if parameters.batch_timeout_micros is not None:
+            args.batch_timeout_ms = parameters.batch_timeout_micros / 1000.0
+        if parameters.max_enqueued_batches is not None:
+            args.max_enqueued_batches = parameters.max_enqueued_batches
+        if parameters.num_batch_threads is not None:
+            args.batch_threads = parameters.num_batch_threads
+        if unused:
+            print(f"[serve] {args.batching_parameters_file}: {', '.join(unused)} accepted without effect here",
+                  file=sys.stderr, flush=True)
+    given = [flag for flag, value in (("MODEL_BASE folders", args.bases), ("--model_base_path", args.model_base_path))
+             if value]
+    if args.model_config_file and given:
+        raise UserError(f"--model_config_file lists the models; drop {' and '.join(given)}")
+    if args.model_base_path and args.bases:
+        raise UserError("Give either MODEL_BASE folders or --model_name with --model_base_path, not both")
+
+
+def monitoring_path(args) -> str | None:
+    """The Prometheus path a --monitoring_config_file asks for (TF Serving's MonitoringConfig text proto)."""
+    if not args.monitoring_config_file:
+        return None
+    try:
+        with open(args.monitoring_config_file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise UserError(f"--monitoring_config_file: cannot read {args.monitoring_config_file!r} "
+                        f"({error.strerror})") from None
+    import re
+
+    found = re.search(r'path\s*:\s*"([^"]+)"', text)
+    return found.group(1) if found else None
+
+
+def grpc_options(text: str) -> list[tuple[str, object]]:
+    options = []
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--grpc_channel_arguments: expected key=value pairs, got {pair!r}")
+        options.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return options
+
+
 def settings_from(args) -> Settings:
+    apply_tf_serving_flags(args)
     positive = {"--workers": args.workers, "--max-batch-size": args.max_batch_size,
                 "--max-enqueued-batches": args.max_enqueued_batches,
                 "--max-instances": args.max_instances, "--max-images": args.max_images,
-                "--max-body-mb": args.max_body_mb, "--request-timeout": args.request_timeout,
-                "--poll-seconds": args.poll_seconds}
+                "--max-body-mb": args.max_body_mb, "--request-timeout": args.request_timeout}
     for flag, value in positive.items():
         if not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")
+    if args.poll_seconds < 0 or args.model_config_file_poll_wait_seconds < 0:
+        raise UserError("--poll-seconds and --model_config_file_poll_wait_seconds cannot be negative (0: look once)")
     if args.batch_timeout_ms < 0 or args.shutdown_grace < 0:
         raise UserError("--batch-timeout-ms and --shutdown-grace cannot be negative")
     for flag, value in (("--batch-threads", args.batch_threads), ("--intra-op-threads", args.intra_op_threads),
@@ -100,7 +203,9 @@ def settings_from(args) -> Settings:
         batch_threads=args.batch_threads, intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         max_body_bytes=int(args.max_body_mb * 2**20), max_instances=args.max_instances, max_images=args.max_images,
-        request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace)
+        request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace,
+        warmup=args.enable_model_warmup, grpc_options=tuple(grpc_options(args.grpc_channel_arguments)),
+        config_poll_seconds=args.model_config_file_poll_wait_seconds, monitoring_path=monitoring_path(args))
 
 
 WORKER = "CNN_SERVE_WORKER"        # set in the processes of --workers N: their index
@@ -128,17 +233,53 @@ def bind(host: str, port: int, flag: str, *, shared: bool = False) -> socket.soc
     return sock
 
 
-def summary(manager, settings: Settings, rest_port: int, grpc_port: int) -> list[str]:
+@dataclasses.dataclass
+class ModelList:
+    """Where the models come from: folders looked through on every poll, or TF Serving's model list (one
+    --model_base_path, or a --model_config_file that can be reloaded)."""
+    description: str
+    bases: list[str]
+    sources: object = None        # () -> {name: ModelSource}, for a model list
+    config_file: str | None = None
+
+
+def model_list(args) -> ModelList:
+    from server.config import missing_base_paths, read_model_config, sources_of
+    from server.models import ModelSource, parse_policy
+
+    if args.model_config_file:
+        sources = sources_of(read_model_config(args.model_config_file))
+        missing = missing_base_paths(sources)
+        if missing:
+            raise UserError(f"--model_config_file {args.model_config_file!r}: no such base_path for "
+                            f"{', '.join(missing)}")
+        return ModelList(args.model_config_file, [], lambda: sources, args.model_config_file)
+    if args.model_base_path:
+        if not os.path.isdir(args.model_base_path):
+            raise UserError(f"--model_base_path {args.model_base_path!r} is not a folder")
+        source = ModelSource(args.model_base_path, parse_policy(args.versions))
+        return ModelList(args.model_base_path, [], lambda: {args.model_name: source})
+    bases = args.bases or ["saved_models"]
+    return ModelList(", ".join(bases), bases)
+
+
+def summary(manager, settings: Settings, rest_port: int, grpc_port: int, where: str) -> list[str]:
     lines = []
     for name, model in sorted(manager.models.items()):
+        if not model.statuses():
+            lines.append(f"  {name}: no versions in {model.folder} yet; watching it")
         for status in model.statuses():
             servable = status.servable
-            shape = "x".join(map(str, servable.input_shape)) if servable else "-"
-            detail = f"input {shape}, {len(servable.class_names)} classes" if servable else status.error
+            if servable is None:
+                detail = status.error
+            elif servable.extras:
+                detail = (f"input {'x'.join(map(str, servable.input_shape))}, {len(servable.class_names)} classes")
+            else:
+                detail = "signatures " + ", ".join(sorted(servable.signatures))
             lines.append(f"  {name} version {status.version}: {status.state} ({detail})")
     batching = (f"on (up to {settings.max_batch_size} rows, {settings.batch_timeout_ms:g} ms, "
                 f"{settings.batch_thread_count} at once)" if settings.batching else "off")
-    return [f"Serving {len(manager.models)} model(s) from {', '.join(manager.bases)} (versions: {settings.versions}):",
+    return [f"Serving {len(manager.models)} model(s) from {where}:",
             *lines,
             f"REST  http://{settings.host}:{rest_port}/v1/models/NAME   page http://{settings.host}:{rest_port}/",
             f"gRPC  {settings.host}:{grpc_port}   batching {batching}",
@@ -167,7 +308,45 @@ def configure_tensorflow(settings: Settings) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
 
 
-async def serve(settings: Settings, bases: list[str]) -> None:
+def config_reloader(manager, settings: Settings):
+    """ModelServerConfig -> the manager's new model list (HandleReloadConfigRequest)."""
+    from server.config import missing_base_paths, sources_of
+    from server.errors import invalid
+
+    def reload(config) -> None:
+        try:
+            sources = sources_of(config)
+        except UserError as error:
+            raise invalid(str(error)) from None
+        missing = missing_base_paths(sources)
+        if missing:
+            raise invalid(f"No such base_path for {', '.join(missing)}")
+        manager.reconfigure(lambda: sources)
+
+    return reload
+
+
+def watch_config_file(manager, reload, path: str, seconds: float) -> None:
+    """--model_config_file_poll_wait_seconds: the file read again, and applied when its text changed."""
+    from server.config import read_model_config
+
+    last = [read_model_config(path).SerializeToString()]
+
+    def look():
+        try:
+            config = read_model_config(path)
+        except UserError as error:  # half written, or a typo: keep serving what was configured
+            raise RuntimeError(str(error)) from None
+        if config.SerializeToString() != last[0]:
+            reload(config)
+            last[0] = config.SerializeToString()
+            print(f"[serve] {path}: new model list applied ({', '.join(sorted(manager.models))})",
+                  file=sys.stderr, flush=True)
+
+    manager.every(seconds, look, "config-file")
+
+
+async def serve(settings: Settings, models: ModelList) -> None:
     import uvicorn
 
     from server.grpc_api import build_server
@@ -194,13 +373,16 @@ async def serve(settings: Settings, bases: list[str]) -> None:
             print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
                   flush=True)
 
-    manager = Manager(bases, policy, loader(settings, executor, on_batch=metrics.batch), on_change)
+    manager = Manager(models.bases, policy, loader(settings, executor, on_batch=metrics.batch), on_change,
+                      sources=models.sources)
     manager.poll()
     if not manager.models:
-        raise UserError(f"No exports found under {', '.join(bases)}; train one first (python train.py) or name a "
+        raise UserError(f"No exports found under {models.description}; train one first (python train.py) or name a "
                         "model folder such as saved_models/lenet5-digits")
-    service = Service(manager, settings)
-    grpc_server = build_server(service, metrics, settings.max_body_bytes, shared=worker is not None)
+    reload = config_reloader(manager, settings) if models.sources is not None else None
+    service = Service(manager, settings, reload)
+    grpc_server = build_server(service, metrics, settings.max_body_bytes, shared=worker is not None,
+                               options=settings.grpc_options)
     try:
         grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     except RuntimeError:
@@ -211,12 +393,15 @@ async def serve(settings: Settings, bases: list[str]) -> None:
     await grpc_server.start()
     rest_port = rest_socket.getsockname()[1]
     if worker in (None, "0"):
-        for line in summary(manager, settings, rest_port, grpc_port):
+        for line in summary(manager, settings, rest_port, grpc_port, models.description):
             print(line, flush=True)
     if os.environ.get(READY):
         with open(os.environ[READY], "w") as f:
             f.write(f"{rest_port} {grpc_port}\n")
-    manager.start_polling(settings.poll_seconds)
+    if settings.poll_seconds > 0:  # 0: the folders were looked at once, at start-up (TF Serving's meaning)
+        manager.start_polling(settings.poll_seconds)
+    if models.config_file and settings.config_poll_seconds > 0:
+        watch_config_file(manager, reload, models.config_file, settings.config_poll_seconds)
     config = uvicorn.Config(build_app(service, metrics), log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=settings.shutdown_grace_s, http="httptools",
                             proxy_headers=False, backlog=2048)
@@ -274,6 +459,7 @@ def supervise(argv: list[str], workers: int) -> int:
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
+    models = model_list(args)
     if args.workers > 1 and WORKER not in os.environ:
         return supervise(argv, args.workers)
     # uvicorn puts its own handlers in place while it serves and raises the signal again afterwards: this one
@@ -281,7 +467,7 @@ def main(argv) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
-        asyncio.run(serve(settings, args.bases))
+        asyncio.run(serve(settings, models))
     except KeyboardInterrupt:
         pass
     return 0

@@ -1,8 +1,7 @@
 """TF Serving's gRPC API (``tensorflow.serving.PredictionService`` and ``ModelService``) over the same calls
 as REST, with the protos of Google's ``tensorflow-serving-api`` package, so a client written with its
-``PredictionServiceStub`` and ``tf.make_tensor_proto`` works unchanged.  Classify, Regress and
-MultiInference (tf.Example APIs our image signatures do not have) answer UNIMPLEMENTED, as TF Serving does
-for a model without such a signature.
+``PredictionServiceStub`` and ``tf.make_tensor_proto`` works unchanged: Predict, Classify, Regress,
+MultiInference, GetModelMetadata, GetModelStatus and HandleReloadConfigRequest.
 """
 
 from __future__ import annotations
@@ -12,22 +11,32 @@ import time
 import traceback
 
 import grpc
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
 from server.errors import ServingError, invalid
 from server.metrics import Metrics
-from server.service import Service
-from server.servable import INPUT
-from server.tensors import from_tensor_proto, to_tensor_proto
+from server.service import Service, Spec
+from server.signatures import CLASSIFY
+from server.tensors import from_tensor_proto, serialized_examples, to_tensor_proto
 
 STATES = get_model_status_pb2.ModelVersionStatus.State
 
 
-def _version(spec) -> int | None:
-    if spec.WhichOneof("version_choice") == "version_label":
-        raise invalid("Version labels are not supported by this server; ask for a version number")
-    return spec.version.value if spec.HasField("version") else None
+def spec_of(model_spec) -> Spec:
+    """A ModelSpec proto: a version number, a version label, or neither (the newest)."""
+    choice = model_spec.WhichOneof("version_choice")
+    return Spec(model_spec.name,
+                model_spec.version.value if choice == "version" else None,
+                model_spec.version_label if choice == "version_label" else None,
+                model_spec.signature_name or None)
+
+
+def fill_spec(target, servable, signature_name: str) -> None:
+    target.name = servable.name
+    target.version.value = servable.version
+    target.signature_name = signature_name
 
 
 class _Calls:
@@ -36,12 +45,11 @@ class _Calls:
     def __init__(self, service: Service, metrics: Metrics):
         self.service, self.metrics = service, metrics
 
-    async def call(self, method: str, request, context, work):
+    async def call(self, method: str, name: str, context, work):
         start, code = time.perf_counter(), "OK"
-        name = request.model_spec.name if request.HasField("model_spec") else "?"
         try:
-            if not name or name == "?":
-                raise invalid("model_spec.name is missing")
+            if not name:
+                raise invalid("Missing ModelSpec")
             return await work()
         except ServingError as error:
             code = error.code
@@ -53,50 +61,109 @@ class _Calls:
             traceback.print_exc(file=sys.stderr)
             await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}")
         finally:
-            self.metrics.observe("grpc", name, method, code, time.perf_counter() - start)
+            self.metrics.observe("grpc", name or "?", method, code, time.perf_counter() - start)
+
+
+def _name(request) -> str:
+    return request.model_spec.name if request.HasField("model_spec") else ""
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _Calls):
     async def Predict(self, request, context):
         async def work():
-            if set(request.inputs) != {INPUT}:
-                raise invalid(f"inputs: this model has one input, {INPUT!r}; got {sorted(request.inputs)[:5]}")
-            images = from_tensor_proto(request.inputs[INPUT], INPUT)
-            if images.ndim >= 1 and len(images) > self.service.settings.max_instances:
-                raise invalid(f"{len(images)} images in one request; the limit is "
-                              f"{self.service.settings.max_instances}")
-            servable, outputs = await self.service.predict(
-                request.model_spec.name, _version(request.model_spec), request.model_spec.signature_name or None,
-                images, tuple(request.output_filter))
+            spec = spec_of(request.model_spec)
+            servable = self.service.servable(spec.name, spec.version, spec.label)
+            signature = servable.signature(spec.signature_name)
+            inputs = {}
+            for alias, proto in request.inputs.items():
+                if alias not in signature.inputs:
+                    raise invalid(f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
+                                  f"the set {{{','.join(signature.inputs)}}}.")
+                inputs[alias] = from_tensor_proto(proto, signature.inputs[alias], alias)
+            for value in inputs.values():
+                if value.ndim >= 1 and len(value) > self.service.settings.max_instances:
+                    raise invalid(f"{len(value)} rows in one request; the limit is "
+                                  f"{self.service.settings.max_instances}")
+            servable, signature, outputs = await self.service.predict(
+                spec, inputs, tuple(request.output_filter), servable=servable, signature=signature)
             response = predict_pb2.PredictResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
-            response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
+            fill_spec(response.model_spec, servable, signature.name)
             for key, value in outputs.items():
                 response.outputs[key].CopyFrom(to_tensor_proto(value))
             return response
 
-        return await self.call("predict", request, context, work)
+        return await self.call("predict", _name(request), context, work)
+
+    async def Classify(self, request, context):
+        async def work():
+            servable, signature, results = await self.service.classify(spec_of(request.model_spec),
+                                                                       serialized_examples(request.input))
+            response = classification_pb2.ClassificationResponse()
+            fill_spec(response.model_spec, servable, signature.name)
+            _classifications(response.result, results)
+            return response
+
+        return await self.call("classify", _name(request), context, work)
+
+    async def Regress(self, request, context):
+        async def work():
+            servable, signature, values = await self.service.regress(spec_of(request.model_spec),
+                                                                     serialized_examples(request.input))
+            response = regression_pb2.RegressionResponse()
+            fill_spec(response.model_spec, servable, signature.name)
+            for value in values:
+                response.result.regressions.add().value = value
+            return response
+
+        return await self.call("regress", _name(request), context, work)
+
+    async def MultiInference(self, request, context):
+        async def work():
+            tasks = [(spec_of(task.model_spec), task.method_name) for task in request.tasks]
+            answers = await self.service.multi_inference(tasks, serialized_examples(request.input))
+            response = inference_pb2.MultiInferenceResponse()
+            for method, servable, signature, result in answers:
+                entry = response.results.add()
+                fill_spec(entry.model_spec, servable, signature.name)
+                if method == CLASSIFY:
+                    _classifications(entry.classification_result, result)
+                else:
+                    for value in result:
+                        entry.regression_result.regressions.add().value = value
+            return response
+
+        name = request.tasks[0].model_spec.name if request.tasks else "?"
+        return await self.call("multi_inference", name, context, work)
 
     async def GetModelMetadata(self, request, context):
         async def work():
             if list(request.metadata_field) != ["signature_def"]:
-                raise invalid(f"metadata_field must be ['signature_def'], got {list(request.metadata_field)}")
-            servable = self.service.servable(request.model_spec.name, _version(request.model_spec))
+                raise invalid("Metadata field signature_def must be requested; got "
+                              f"{list(request.metadata_field)}")
+            spec = spec_of(request.model_spec)
+            servable = self.service.servable(spec.name, spec.version, spec.label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
+            fill_spec(response.model_spec, servable, "")
             response.metadata["signature_def"].Pack(servable.signature_defs)
             return response
 
-        return await self.call("metadata", request, context, work)
+        return await self.call("metadata", _name(request), context, work)
+
+
+def _classifications(target, results) -> None:
+    for pairs in results:
+        classification = target.classifications.add()
+        for label, score in pairs:
+            entry = classification.classes.add()
+            entry.label, entry.score = label, score
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Calls):
     async def GetModelStatus(self, request, context):
         async def work():
+            spec = spec_of(request.model_spec)
             response = get_model_status_pb2.GetModelStatusResponse()
-            for entry in self.service.status(request.model_spec.name, _version(request.model_spec)):
+            for entry in self.service.status(spec.name, spec.version, spec.label):
                 status = response.model_version_status.add()
                 status.version = int(entry["version"])
                 status.state = STATES.Value(entry["state"])
@@ -104,14 +171,24 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Calls):
                 status.status.error_message = entry["status"]["error_message"]
             return response
 
-        return await self.call("status", request, context, work)
+        return await self.call("status", _name(request), context, work)
+
+    async def HandleReloadConfigRequest(self, request, context):
+        async def work():
+            # A config that cannot be applied is the call's status, as TF Serving's ToGRPCStatus makes it; the
+            # models served before keep serving.
+            await self.service.reload_config(request.config)
+            return model_management_pb2.ReloadConfigResponse()
+
+        return await self.call("reload_config", "config", context, work)
 
 
-def build_server(service: Service, metrics: Metrics, max_message_bytes: int, *, shared: bool = False):
+def build_server(service: Service, metrics: Metrics, max_message_bytes: int, *, shared: bool = False,
+                 options=()):
     # SO_REUSEPORT only for --workers: otherwise a port another program holds must be an error, not shared.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes),
-                                      ("grpc.so_reuseport", 1 if shared else 0)])
+                                      ("grpc.so_reuseport", 1 if shared else 0), *options])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, metrics), server)
     return server

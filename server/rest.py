@@ -1,9 +1,12 @@
 """TF Serving's REST API on Starlette, plus the page and the image upload.
 
-    GET  /v1/models/NAME[/versions/V]             model_version_status
-    GET  /v1/models/NAME[/versions/V]/metadata    signature_def
-    POST /v1/models/NAME[/versions/V]:predict     {"instances": ...} or {"inputs": ...}
-    POST /v1/models/NAME[/versions/V]:classify    image files (multipart/form-data) -> top-k classes
+    GET  /v1/models/NAME[/versions/V|/labels/L]            model_version_status
+    GET  /v1/models/NAME[/versions/V|/labels/L]/metadata   signature_def
+    POST /v1/models/NAME[/versions/V|/labels/L]:predict    {"instances": ...} or {"inputs": ...}
+    POST /v1/models/NAME[/versions/V|/labels/L]:classify   {"examples": [tf.Example as JSON, ...]}
+    POST /v1/models/NAME[/versions/V|/labels/L]:regress    the same, answered with one value each
+    POST /v1/models/NAME[/versions/V]:upload               image files (multipart/form-data) -> top-k classes
+                                                          (also on :classify with a multipart content type)
     GET  /monitoring/prometheus/metrics
     GET  /                                        a page to drop an image on
     GET  /api/models                              what the page lists
@@ -30,10 +33,11 @@ from starlette.routing import Route
 
 from server.errors import ServingError, invalid
 from server.metrics import Metrics
-from server.service import Service
-from server.tensors import format_predict, parse_predict_body
+from server.service import Service, Spec
+from server.tensors import format_predict, parse_examples, parse_json, parse_predict_body
 
-PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?:(?P<metadata>/metadata)|:(?P<verb>[a-z_]+))?$")
+PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                  r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z_]+))?$")
 MODELS = "/v1/models/"
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 
@@ -66,26 +70,41 @@ def build_app(service: Service, metrics: Metrics):
     """The ASGI application: TF Serving's routes under /v1/models/, Starlette for the rest."""
     settings = service.settings
 
-    async def status(name, version, request):
-        return {"model_version_status": service.status(name, version)}
+    async def status(spec, request):
+        return {"model_version_status": service.status(spec.name, spec.version, spec.label)}
 
-    async def metadata(name, version, request):
-        servable = service.servable(name, version)
+    async def metadata(spec, request):
+        servable = service.servable(spec.name, spec.version, spec.label)
         from google.protobuf import json_format
 
         defs = json_format.MessageToDict(servable.signature_defs, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)
-        return {"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+        return {"model_spec": {"name": spec.name, "signature_name": "", "version": str(servable.version)},
                 "metadata": {"signature_def": defs}}
 
-    async def predict(name, version, request):
-        servable = service.servable(name, version)  # its input shape lets the parse take its fast path
+    async def predict(spec, request):
+        servable = service.servable(spec.name, spec.version, spec.label)  # its signatures guide the parse
         body = await read_body(request, settings.max_body_bytes)
-        signature, images, columnar = parse_predict_body(body, "images", settings.max_instances, servable.input_shape)
-        _, outputs = await service.predict(name, version, signature, images)
+        signature, inputs, columnar = parse_predict_body(body, servable.signatures, settings.max_instances)
+        _, _, outputs = await service.predict(spec, inputs, servable=servable, signature=signature)
         return format_predict(outputs, columnar)
 
-    async def classify(name, version, request):
+    async def examples(spec, request):
+        body = await read_body(request, settings.max_body_bytes)
+        signature_name, serialized = parse_examples(parse_json(body), settings.max_instances)
+        return Spec(spec.name, spec.version, spec.label, signature_name), serialized
+
+    async def classify(spec, request):
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return await upload(spec, request)  # the page's image upload, told apart by its content type
+        _, _, results = await service.classify(*await examples(spec, request))
+        return {"results": [[[label, score] for label, score in pairs] for pairs in results]}
+
+    async def regress(spec, request):
+        _, _, values = await service.regress(*await examples(spec, request))
+        return {"results": values}
+
+    async def upload(spec, request):
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise invalid("POST image files as multipart/form-data (curl -F file=@photo.jpg); for arrays of "
@@ -109,10 +128,12 @@ def build_app(service: Service, metrics: Metrics):
         top_k = request.query_params.get("top_k")
         if top_k is not None and not top_k.isdigit():
             raise invalid(f"top_k must be a positive integer, got {top_k!r}")
-        return await service.classify(name, version, files, None if top_k is None else int(top_k))
+        return await service.upload(spec.name, spec.version, files, None if top_k is None else int(top_k),
+                                    label=spec.label)
 
     handlers = {("GET", None, False): status, ("GET", None, True): metadata,
-                ("POST", "predict", False): predict, ("POST", "classify", False): classify}
+                ("POST", "predict", False): predict, ("POST", "classify", False): classify,
+                ("POST", "regress", False): regress, ("POST", "upload", False): upload}
 
     async def models_route(request: Request) -> Response:
         start = time.perf_counter()
@@ -123,12 +144,12 @@ def build_app(service: Service, metrics: Metrics):
             if not match:
                 raise ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
             name = match["name"]
-            version = int(match["version"]) if match["version"] else None
+            spec = Spec(name, int(match["version"]) if match["version"] else None, match["label"])
             handler = handlers.get((request.method, match["verb"], bool(match["metadata"])))
             if handler is None:
                 raise ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
             method = handler.__name__
-            return _json(await handler(name, version, request))
+            return _json(await handler(spec, request))
         except ServingError as error:
             code = error.code
             return error_response(error)
@@ -159,6 +180,8 @@ def build_app(service: Service, metrics: Metrics):
         Route("/", page),
         Route("/api/models", models_list),
         Route("/monitoring/prometheus/metrics", prometheus),
+        *([Route(settings.monitoring_path, prometheus)]
+          if settings.monitoring_path and settings.monitoring_path != "/monitoring/prometheus/metrics" else []),
     ])
 
     async def app(scope, receive, send):

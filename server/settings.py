@@ -37,6 +37,10 @@ class Settings:
     request_timeout_s: float = 30.0     # a request not answered by then gets 504 / DEADLINE_EXCEEDED
     top_k: int = 5                      # classes :classify answers by default
     shutdown_grace_s: float = 10.0      # SIGTERM: in-flight requests get this long to finish
+    warmup: bool = True                 # run a version once before it serves (TF Serving's --enable_model_warmup)
+    grpc_options: tuple = ()            # extra gRPC server options (--grpc_channel_arguments)
+    config_poll_seconds: float = 0.0    # --model_config_file_poll_wait_seconds; 0: read once
+    monitoring_path: str | None = None  # another path for the Prometheus page (--monitoring_config_file)
 
     @property
     def max_queued_rows(self) -> int:

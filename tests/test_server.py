@@ -22,8 +22,28 @@ from server.batching import Batcher, Unbatched, split_outputs
 from server.errors import ServingError
 from server.models import Manager, find_models, parse_policy, wanted_versions
 from server.settings import DEFAULTS
-from server.tensors import format_predict, parse_json, parse_pixels, parse_predict, parse_predict_body
-from tests.test_serving import tiny_model
+from server import tensors
+from server.signatures import PREDICT, Signature, TensorSpec
+from server.tensors import format_predict, parse_json, parse_pixels
+from tests.test_exports import tiny_model
+
+
+def image_signatures(shape=None) -> dict[str, Signature]:
+    """The signatures of an image model with one float input ``images`` of (N, *shape), or of unknown rank."""
+    spec = TensorSpec("images", "DT_FLOAT", np.dtype(np.float32), None if shape is None else (-1, *shape))
+    return {"serving_default": Signature("serving_default", PREDICT, {"images": spec}, {})}
+
+
+def parse_predict(document, input_name, limit, shape=None):
+    """(signature name, the images, columnar?) of a document, through the general path."""
+    signature = image_signatures(shape)["serving_default"]
+    inputs, columnar = tensors.parse_predict(document, signature, limit)
+    return document.get("signature_name") or signature.name, inputs[input_name], columnar
+
+
+def parse_predict_body(body, input_name, limit, shape):
+    signature, inputs, columnar = tensors.parse_predict_body(body, image_signatures(shape), limit)
+    return signature.name, inputs[input_name], columnar
 
 
 def model_call(images):
@@ -275,7 +295,7 @@ def test_bad_json_is_a_one_line_invalid_argument(body, words):
 @pytest.mark.parametrize("document, words", [
     ({}, "either"), ({"instances": [], "inputs": []}, "either"), ({"instances": 3}, "must be a list"),
     ({"instances": [[1], [1, 2]]}, "rectangular"), ({"instances": [["a"]]}, "rectangular"),
-    ({"instances": [{"b64": "AA=="}]}, "b64"), ({"instances": [{"x": 1}]}, "one input"),
+    ({"instances": [{"b64": "AA=="}]}, "b64"), ({"instances": [{"x": 1}]}, "alias not found in signature: x"),
     ({"instances": [[0]] * 11}, "limit is 10"), ({"instances": [1], "signature_name": 3}, "must be a string"),
     ({"instances": [1], "extra": 1}, "Unknown key")])
 def test_bad_predict_documents_say_what_is_wrong(document, words):
@@ -291,6 +311,11 @@ def exports(tmp_path_factory):
 
     export_savedmodel(tiny_model(), str(root), "tiny", class_names=["a", "b", "c"])
     return root
+
+
+def predict(servable, images):
+    """A request for the image signature of one of this toolkit's exports: a Future of its outputs."""
+    return servable.submit(servable.signature(None), {"images": images})
 
 
 def start_manager(bases, policy="latest", settings=DEFAULTS):
@@ -325,7 +350,7 @@ def test_the_manager_swaps_to_a_new_version_and_keeps_the_old_when_one_fails(exp
     assert [(s.version, s.state) for s in model.statuses()] == [(1, "END"), (2, "AVAILABLE")]
     assert model.servable().version == 2
     # A request that took version 1 before the swap is still answered.
-    assert first.predict(np.zeros((1, 8, 8, 1), np.float32)).result(10)["probabilities"].shape == (1, 3)
+    assert predict(first, np.zeros((1, 8, 8, 1), np.float32)).result(10)["probabilities"].shape == (1, 3)
 
     shutil.copytree(base / "tiny" / "2", base / "tiny" / ".incoming")
     (base / "tiny" / ".incoming" / "saved_model.pb").write_bytes(b"garbage")
@@ -349,9 +374,9 @@ def test_a_real_model_batched_gives_the_answers_it_gives_one_image_at_a_time(exp
     servable = manager.model("tiny").servable()
     images = np.random.default_rng(2).integers(0, 256, (20, 8, 8, 1)).astype(np.float32)
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        futures = list(pool.map(lambda i: servable.predict(images[i:i + 1]), range(20)))
+        futures = list(pool.map(lambda i: predict(servable, images[i:i + 1]), range(20)))
     for i, future in enumerate(futures):
-        alone = servable.run(images[i:i + 1])
+        alone = servable.run("serving_default", {"images": images[i:i + 1]})
         batched = future.result(30)
         np.testing.assert_allclose(batched["probabilities"], alone["probabilities"], rtol=1e-5, atol=1e-6)
         assert batched["classes"].tolist() == alone["classes"].tolist()
@@ -379,22 +404,22 @@ def test_classify_decodes_uploads_as_predict_py_does_and_refuses_bad_files(expor
     photo = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30, 4), dtype=np.uint8), "RGBA").save(photo, "PNG")
     files = [("photo.png", photo.getvalue())]
-    answer = asyncio.run(service.classify("tiny", None, files, top_k=2))
+    answer = asyncio.run(service.upload("tiny", None, files, top_k=2))
     assert answer["model"] == "tiny" and answer["version"] == 1 and len(answer["predictions"][0]["top"]) == 2
     servable = manager.model("tiny").servable()
     pixels = load_image(io.BytesIO(photo.getvalue()), (8, 8), 1)[None].astype(np.float32)
-    expected = servable.run(pixels)["probabilities"][0]
+    expected = servable.run("serving_default", {"images": pixels})["probabilities"][0]
     top = answer["predictions"][0]["top"][0]
     assert top["class"] == ["a", "b", "c"][int(np.argmax(expected))]
     assert top["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
     for bad, words in ((b"", "empty file"), (b"GIF89a broken", "truncated"), (b"hello", "not an image")):
         with pytest.raises(ServingError) as raised:
-            asyncio.run(service.classify("tiny", None, [("x.gif", bad)]))
+            asyncio.run(service.upload("tiny", None, [("x.gif", bad)]))
         assert raised.value.http_status == 400 and str(raised.value).startswith("x.gif: ")
     with pytest.raises(ServingError, match="limit is 16"):
-        asyncio.run(service.classify("tiny", None, files * 17))
-    with pytest.raises(ServingError, match="Could not find any versions of model nope"):
-        asyncio.run(service.classify("nope", None, files))
+        asyncio.run(service.upload("tiny", None, files * 17))
+    with pytest.raises(ServingError, match=r"Servable not found for request: Latest\(nope\)"):
+        asyncio.run(service.upload("nope", None, files))
     manager.stop()
 
 

@@ -266,8 +266,8 @@ def test_hostile_grpc_requests_get_client_errors(server):
     cases = {
         "unknown model": (request(model="nope"), grpc.StatusCode.NOT_FOUND),
         "unknown version": (request(version=42), grpc.StatusCode.NOT_FOUND),
-        "version label": (request(label="stable"), grpc.StatusCode.INVALID_ARGUMENT),
-        "unknown signature": (request(signature="nope"), grpc.StatusCode.INVALID_ARGUMENT),
+        "unknown version label": (request(label="stable"), grpc.StatusCode.NOT_FOUND),
+        "unknown signature": (request(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION),
         "strings": (request(inputs={"images": tf.make_tensor_proto([[b"a"]])}), grpc.StatusCode.INVALID_ARGUMENT),
         "wrong shape": (request(inputs={"images": tf.make_tensor_proto(np.zeros((2, 8, 8), np.float32))}),
                         grpc.StatusCode.INVALID_ARGUMENT),
