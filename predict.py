@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # The choices are written out, not imported: importing augment or serving loads Keras, and --help should not
-# wait for it.  tests/test_serving.py checks they match augment.tta.MODES and exports.formats.FORMATS.
+# wait for it.  tests/test_exports.py checks they match augment.tta.MODES and exports.formats.FORMATS.
 TTA_MODES = ("none", "flip", "ten_crop", "shift")
 FORMATS = ("tflite", "tflite_fp16", "tflite_int8", "onnx")
 

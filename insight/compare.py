@@ -183,6 +183,9 @@ def main(argv) -> int:
     config, args = config_module.resolve_config(argv, parser)
     if config["backbone"]:
         raise UserError("compare trains zoo models (--models); it does not take --backbone")
+    if config["export_name"]:  # every variant would become a version of one model, and a server serve the last
+        raise UserError("--export-name names one model; compare exports each variant (with --export) under its "
+                        "own name: drop --export-name")
     sets = [parse_set(text, config_module.DEFAULTS) for text in args.sets]
     variant_list = variants(args.models or [config["model"]], sets)
     if len(variant_list) < 2:

@@ -12,7 +12,8 @@ newest version); its Keras model (``assets/model.keras``) is loaded, and one
 Keras model averages the members' probabilities.  Members must take the same
 input shape and predict the same class names in the same order.  The result is
 exported like any run (``exports.export``): raw float32 pixels in,
-``probabilities``/``class_ids``/``classes`` out, TensorFlow only to serve.
+``probabilities``/``class_ids``/``classes`` out, TensorFlow only to serve, as
+the next version of ``--name`` (the same name again makes version 2).
 When the members' run directories are still there and they share one
 split, the members and the ensemble are scored on its test images.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 from core.errors import UserError
 from core.rows import predict
-from exports.export import export_savedmodel
+from exports.export import check_name, export_savedmodel
 from exports.load import read_metadata
 from training import run, rundir
 from training.config import DEFAULTS, complete
@@ -116,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train.py ensemble", description=(
         "Average the predicted probabilities of several exports and export the average as one SavedModel."))
     parser.add_argument("members", nargs="+", metavar="EXPORT", help="saved_models/NAME[/VERSION] of each member")
-    parser.add_argument("--name", default="ensemble", help="export name of the ensemble")
+    parser.add_argument("--name", default="ensemble",
+                        help="the model the ensemble's export is a version of: EXPORT_DIR/NAME/VERSION, the next "
+                             "version when NAME exists, which a running `train.py serve` swaps in")
     parser.add_argument("--export-dir", default=DEFAULTS["export_dir"], help="SavedModel root")
     parser.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                         help="score members and ensemble on their common test split (needs their run directories)")
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
+    check_name(args.name, "--name")  # before the members load, not after
     members, models = load_members(args.members)
     names = [os.path.basename(os.path.dirname(version_dir)) for version_dir, _ in members]
     ensemble = build_ensemble(models, name=args.name.replace("-", "_"))
@@ -148,5 +152,5 @@ def main(argv) -> int:
                   "dataset": datasets[0] if len(datasets) == 1 else datasets,
                   "test_accuracy": scores.get("ensemble"), "flips": first.get("flips"),
                   "member_test_accuracy": {k: v for k, v in scores.items() if k != "ensemble"}})
-    print(f"Exported: {path} (the mean of {len(models)} members' probabilities)")
+    print(run.exported_line(path, f"the mean of {len(models)} members' probabilities"))
     return 0

@@ -217,6 +217,25 @@ print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "classes": classe
     meta = json.load(open(path / "assets" / "metadata.json"))
     assert meta["class_names"] == [str(i) for i in range(10)] and len(meta["members"]) == 2
 
+    # The same --name again is the next version of that model, which a running server swaps in.
+    assert train_cli.main(["ensemble", *members, "--name", "digits-ensemble", "--export-dir", str(export_dir),
+                           "--no-evaluate"]) == 0
+    assert sorted(os.listdir(export_dir / "digits-ensemble")) == ["1", "2"]
+    assert f"Exported: {export_dir / 'digits-ensemble' / '2'} (model digits-ensemble, version 2, the mean of 2 " \
+           f"members' probabilities; a running `train.py serve {export_dir}` picks it up)" in \
+           capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["ensemble", "missing/a", "missing/b", "--name", "a/b"], "--name 'a/b' must be a plain folder name"),
+    (["compare", "--models", "mlp", "lenet5", "--export-name", "digits"], "--export-name names one model"),
+])
+def test_ensemble_and_compare_refuse_a_model_name_before_any_work(argv, expected, tmp_path, capsys):
+    assert train_cli.main([*argv, *(["--runs-dir", str(tmp_path)] if argv[0] == "compare" else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert os.listdir(tmp_path) == []
+
 
 def test_ensemble_refuses_members_that_do_not_fit_together(runs, capsys):
     from insight.ensemble import check_compatible, read_member

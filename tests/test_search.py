@@ -134,6 +134,32 @@ def test_a_failing_trial_is_recorded_and_the_best_is_retrained_and_exported(tmp_
     assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "tuner" in again.stderr
 
 
+def test_the_same_search_again_exports_the_next_version_of_its_export_name(tmp_path, capsys):
+    import train as train_cli
+
+    exp = tmp_path / "saved"
+    argv = ["search", "--model", "mlp", "--space", "none", "--tune", "lr=0.001", "--max-trials", "1",
+            "--trial-epochs", "1", "--epochs", "1", "--verbose", "0", "--runs-dir", str(tmp_path / "runs"),
+            "--export-dir", str(exp), "--export-name", "digits-mlp"]
+    assert train_cli.main(argv) == 0 and train_cli.main(argv) == 0  # the second retrains the finished search's best
+    assert os.listdir(exp) == ["digits-mlp"] and sorted(os.listdir(exp / "digits-mlp")) == ["1", "2"]
+    best = json.loads((tmp_path / "runs" / "search-mlp-digits" / "best.json").read_text())
+    assert (best["export_name"], best["export_version"]) == ("digits-mlp", 2)
+    assert os.path.basename(best["run_dir"]) == "search-mlp-digits-best-2"
+    assert f"Exported: {exp / 'digits-mlp' / '2'} (model digits-mlp, version 2; a running `train.py serve {exp}` " \
+           "picks it up)" in capsys.readouterr().out.splitlines()
+
+
+def test_a_bad_export_name_stops_a_search_before_it_starts(tmp_path, capsys):
+    import train as train_cli
+
+    assert train_cli.main([*SEARCH, "--runs-dir", str(tmp_path / "runs"), "--search-name", ".hidden"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: The export name '.hidden-best' must be a plain folder name (no '/', not starting with '.'); it is "
+        "the run's name unless --export-name NAME gives another")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     argv = [sys.executable, os.path.join(ROOT, "train.py"), "search", "--model", "mlp", "--space", "none",
             "--tune", "lr=1e-3..1e-2/log", "--max-trials", "3", "--trial-epochs", "3", "--final", "none",

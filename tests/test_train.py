@@ -90,19 +90,43 @@ def test_second_run_keeps_the_first_and_exports_a_new_version(finished_run):
     before = open(os.path.join(first["run_dir"], "metrics.json")).read()
     second = training_run.train({**config, "epochs": 1}, log=lambda *_: None)
     assert second["run_dir"] != first["run_dir"]
-    # A different configuration must not resume the finished run: it gets its own directory.
+    # A different configuration must not resume the finished run: it gets its own directory...
     assert os.path.basename(second["run_dir"]) == "lenet5-digits-2"
-    assert second["export_path"].endswith(os.path.join("lenet5-digits-2", "1"))
+    # ...and exports the next version of the same model, which a server watching that model swaps in.
+    assert second["export_path"] == os.path.join(config["export_dir"], "lenet5-digits", "2")
     assert open(os.path.join(first["run_dir"], "metrics.json")).read() == before
 
 
-def test_repeating_a_finished_command_starts_a_new_run(tmp_path):
-    config = {**FAST, "epochs": 1, "runs_dir": str(tmp_path / "runs"), "export_dir": str(tmp_path / "exp"),
-              "run_name": "same"}
-    first = training_run.train(config, log=lambda *_: None)
-    second = training_run.train(config, log=lambda *_: None)
-    assert [os.path.basename(m["run_dir"]) for m in (first, second)] == ["same", "same-2"]
-    assert sorted(os.listdir(tmp_path / "exp")) == ["same", "same-2"]
+def test_repeating_a_finished_command_exports_the_next_version_of_its_model(tmp_path, capsys):
+    runs, exp = tmp_path / "runs", tmp_path / "exp"
+    argv = ["--model", "mlp", "--epochs", "1", "--verbose", "0", "--runs-dir", str(runs), "--export-dir", str(exp)]
+    assert train_cli.main(argv) == 0 and train_cli.main(argv) == 0
+    assert sorted(os.listdir(runs)) == ["mlp-digits", "mlp-digits-2"]
+    assert os.listdir(exp) == ["mlp-digits"] and sorted(os.listdir(exp / "mlp-digits")) == ["1", "2"]
+    saved = json.loads((runs / "mlp-digits-2" / "metrics.json").read_text())
+    assert (saved["export_path"], saved["export_name"], saved["export_version"]) == (
+        str(exp / "mlp-digits" / "2"), "mlp-digits", 2)
+    assert f"Exported: {exp / 'mlp-digits' / '2'} (model mlp-digits, version 2; a running `train.py serve {exp}` " \
+           "picks it up)" in capsys.readouterr().out.splitlines()
+
+
+def test_export_name_chooses_the_model_and_leaves_the_run_directory(tmp_path):
+    config = {**FAST, "model": "mlp", "epochs": 1, "runs_dir": str(tmp_path / "runs"),
+              "export_dir": str(tmp_path / "exp"), "export_name": "custom"}
+    metrics = training_run.train(config, log=lambda *_: None)
+    assert os.path.basename(metrics["run_dir"]) == "mlp-digits"
+    assert metrics["export_path"] == str(tmp_path / "exp" / "custom" / "1")
+    assert (metrics["export_name"], metrics["export_version"]) == ("custom", 1)
+    assert os.listdir(tmp_path / "exp") == ["custom"]
+
+
+@pytest.mark.parametrize("name", ["a/b", ".x"])
+def test_a_bad_export_name_is_refused_before_training(name, tmp_path, capsys):
+    argv = ["--export-name", name, "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "exp")]
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --export-name {name!r} must be a plain folder name (no '/', not starting with '.')"]
+    assert os.listdir(tmp_path) == []  # no run directory, no export folder
 
 
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):

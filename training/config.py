@@ -16,6 +16,7 @@ import os
 from augment.tta import MODES as TTA_MODES
 from core.errors import UserError
 from core.model import PREPROCESSING
+from exports.export import check_name
 from exports.formats import parse_formats, require_runtimes
 from training.distribute import STRATEGIES
 from training.optim import OPTIMIZERS, SCHEDULES
@@ -52,7 +53,7 @@ DEFAULTS = {
     "precision": "float32", "jit_compile": None,
     # Output
     "run_name": None, "runs_dir": "runs", "export_dir": "saved_models", "export": True, "verbose": 1,
-    "export_formats": [],
+    "export_formats": [], "export_name": None,
 }
 
 # Defaults that suit one dataset better than the general ones; a --config file or a flag still overrides them.
@@ -97,7 +98,7 @@ def transfers(config: dict) -> bool:
 
 
 def check_config(config: dict) -> None:
-    """Catches numeric mistakes before any work is done."""
+    """Catches numeric mistakes, and a model name the export would refuse, before any work is done."""
     for key in ("epochs", "batch_size"):
         if int(config[key]) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
@@ -124,6 +125,16 @@ def check_config(config: dict) -> None:
         if config["finetune_epochs"] and transfers(config):
             raise UserError("--time-budget sizes one phase of training; with --finetune-epochs there are two: "
                             "drop one of them")
+    check_export_name(config)
+
+
+def check_export_name(config: dict) -> None:
+    """A model name the export would refuse stops the run here, before training rather than after it."""
+    if config["export_name"] is not None:  # a mistake even with --no-export
+        check_name(config["export_name"], "--export-name")
+    elif config["export"]:
+        check_name(export_name(config), "The export name",
+                   advice="; it is the run's name unless --export-name NAME gives another")
 
 
 def check_export_formats(config: dict) -> None:
@@ -148,6 +159,15 @@ def default_run_name(config: dict) -> str:
         dataset = os.path.basename(os.path.normpath(arg)) or kind
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{model_label(config)}-{dataset}")
     return safe.strip("._") or "run"
+
+
+def export_name(config: dict) -> str:
+    """The model the run's export is a version of: --export-name, else the run's base name (--run-name or
+    MODEL-DATASET).  Not the run directory's name: a rerun of a finished command trains in ``NAME-2`` and
+    exports version 2 of ``NAME``, which a server watching ``saved_models/NAME`` picks up."""
+    if config["export_name"]:
+        return config["export_name"]
+    return os.path.basename(os.path.normpath(config["run_name"])) if config["run_name"] else default_run_name(config)
 
 
 def _bool_flag(group, name, help_text):
@@ -319,6 +339,10 @@ def _output_flags(parser, D) -> None:
     out.add_argument("--export-dir", default=D["export_dir"], help="SavedModel root (TF Serving layout)")
     out.add_argument("--export", action=argparse.BooleanOptionalAction, default=D["export"],
                      help="export a SavedModel at the end")
+    out.add_argument("--export-name", default=D["export_name"], metavar="NAME",
+                     help="the model the export is a version of: it goes to EXPORT_DIR/NAME/VERSION, the next "
+                          "version when NAME exists, which a running `train.py serve` swaps in (default: --run-name, "
+                          "or MODEL-DATASET; a rerun trains in runs/NAME-2 and exports version 2 of NAME)")
     out.add_argument("--export-formats", type=lambda text: [p for p in text.split(",") if p.strip()],
                      default=D["export_formats"], metavar="LIST",
                      help="also convert the export to these formats, scored on the test split: comma-separated "

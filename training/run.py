@@ -31,7 +31,8 @@ from exports.formats import export_formats
 from training import budget
 from training import diagnose as diagnosis
 from training import lock, mistakes, rundir
-from training.config import DEFAULTS, check_config, complete, default_run_name, defaults_for, model_label
+from training.config import DEFAULTS, check_config, complete, default_run_name, defaults_for, export_name, \
+    model_label
 from training.callbacks import PreciseBatchNorm
 from training.data import augmentation_for, check_data, class_weights, clean_batches, flips_for, load_data, \
     pipelines, training_arrays
@@ -42,8 +43,8 @@ from training.phases import completed_epochs, run_phases, steps_per_epoch
 from training.recipes import load_backbone, make_recipe
 from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves
 
-__all__ = ["DEFAULTS", "Run", "compile_model", "evaluate", "export", "fit", "load_backbone", "load_data", "prepare",
-           "preview", "record", "summary_lines", "train"]
+__all__ = ["DEFAULTS", "Run", "compile_model", "evaluate", "export", "exported_line", "fit", "load_backbone",
+           "load_data", "prepare", "preview", "record", "summary_lines", "train"]
 
 
 @dataclasses.dataclass
@@ -352,22 +353,28 @@ def evaluate(run: Run, fitted: dict) -> dict:
     return {"test_accuracy": accuracy, "test_samples": int(len(y_test)), "tta": config["tta"], **fitted,
             "parameters": int(inference.count_params()), "counts": data.counts(), "class_names": data.class_names,
             "confusion_matrix": matrix.tolist(), "per_class": report, "skipped_files": len(data.skipped),
-            "baseline": baseline, "probe": probe, "export_path": None, "config": config,
+            "baseline": baseline, "probe": probe, "export_path": None, "export_name": None, "export_version": None,
+            "config": config,
             "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes,
                                             batch_norm=fitted.get("batch_norm")),
             "confused_pairs": confused}
 
 
 def export(run: Run, report: dict) -> None:
-    """The SavedModel (and any --export-formats), written by the chief only: one export per cluster."""
+    """The SavedModel (and any --export-formats), written by the chief only: one export per cluster.
+
+    It is the next version of the model ``training.config.export_name`` names: the same command run again adds
+    a version that a running server swaps in, though the rerun trains in a run directory of its own (``NAME-2``)."""
     config = run.config
     if not config["export"] or not is_chief(run.strategy):
         return
+    name = export_name(config)
     report["export_path"] = export_savedmodel(
-        inference_model(run.model), config["export_dir"], os.path.basename(run.run_dir),
+        inference_model(run.model), config["export_dir"], name,
         class_names=run.data.class_names,
         metadata={"model": model_label(config), "dataset": config["dataset"], "test_accuracy": report["test_accuracy"],
                   "flips": flips_for(config), "run_dir": os.path.abspath(run.run_dir)})
+    report["export_name"], report["export_version"] = name, int(os.path.basename(report["export_path"]))
     if config["export_formats"]:  # TFLite/ONNX files in VERSION/formats/, scored on this test split
         export_formats(report["export_path"], config["export_formats"], test=run.data.arrays["test"],
                        calibration=run.data.arrays["train"][0], log=run.log)
@@ -391,11 +398,22 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"{probe['val_accuracy']:.4f} (network: validation {probe['network_val_accuracy']:.4f}); "
                      f"kept {kept}")
     if metrics["export_path"]:
-        lines.append(f"Exported: {metrics['export_path']}")
+        lines.append(exported_line(metrics["export_path"]))
     lines += mistakes.summary(metrics.get("confused_pairs") or [])
     if metrics.get("diagnosis"):
         lines += diagnosis.summary(metrics["diagnosis"])
     return lines
+
+
+def exported_line(path: str, what: str = "") -> str:
+    """"Exported: saved_models/NAME/2 (model NAME, version 2; ...)": which model and version a command wrote, and
+    the server command that serves it (a running server looks for new versions and new models as it goes)."""
+    model_dir, version = os.path.split(path)
+    base, name = os.path.split(model_dir)
+    default_base = os.path.normpath(base) == os.path.normpath(DEFAULTS["export_dir"])
+    serve = "train.py serve" if default_base else f"train.py serve {base}"
+    detail = f"model {name}, version {version}" + (f", {what}" if what else "")
+    return f"Exported: {path} ({detail}; a running `{serve}` picks it up)"
 
 
 def preview(config: dict, path: str) -> str:

@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
                               seed=config["seed"], worker_timeout=args.worker_timeout)
     name = args.search_name or f"search-{config_module.default_run_name(config)}"
     folder = os.path.join(config["runs_dir"], name)
+    # The retrained best exports as --export-name, else as its run, search-NAME-best: checked before the search.
+    config_module.check_export_name({**config, "run_name": f"{name}-best"})
     check_same_search(folder, config, space, settings)
     # Bad data settings fail here, once, rather than in every trial; the trials reuse what is loaded.
     data = load_data(config, load_backbone(config))
@@ -151,7 +153,9 @@ def main(argv: list[str]) -> int:
                                                           "settings": best["settings"],
                                                           "final": args.final, "run_dir": metrics["run_dir"],
                                                           "test_accuracy": metrics["test_accuracy"],
-                                                          "export_path": metrics["export_path"]})
+                                                          "export_path": metrics["export_path"],
+                                                          "export_name": metrics["export_name"],
+                                                          "export_version": metrics["export_version"]})
     for line in summary_lines(metrics):
         print(line)
     return 0
