@@ -235,6 +235,27 @@ def patch_multi_worker_fit() -> None:
     _PATCHED = True
 
 
+# --- TensorFlow: TF1 sessions -------------------------------------------------------------------------
+
+
+def run_session_unchecked(session, fetches: list, feeds: dict) -> list:
+    """``session.run(fetches, feeds)`` without the Python client's check of each fed value against the fed
+    tensor's static shape.
+
+    TF Serving runs a TF1 SavedModel from C++, where only the kernels check shapes: its own half_plus_two
+    declares ``x`` as ``[-1, 1]`` and answers ``{"instances": [1.0, 2.0, 5.0]}``, a ``[3]`` feed, with
+    ``[2.5, 3.0, 4.5]``.  Python's ``Session.run`` refuses that feed before the graph sees it
+    ("Cannot feed value of shape"), so the model server calls the step underneath: ``Session._do_run(handle,
+    target_list, fetch_list, feed_dict, options, run_metadata)`` with ``feed_dict`` keyed by ``tensor.ref()``.
+    Checked with tensorflow 2.21.0.
+    """
+    parameters = ["handle", "target_list", "fetch_list", "feed_dict", "options", "run_metadata"]
+    check("tf.compat.v1.Session._do_run takes (handle, target_list, fetch_list, feed_dict, options, run_metadata)",
+          lambda: list(inspect.signature(session._do_run).parameters) == parameters)
+    return session._do_run(None, [], list(fetches), {tensor.ref(): value for tensor, value in feeds.items()},
+                           None, None)
+
+
 # --- Keras: the wording of its errors ----------------------------------------------------------------
 
 

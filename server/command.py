@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     tfs.add_argument("--rest_api_timeout_in_ms", type=int, help="the request deadline in ms (--request-timeout)")
     tfs.add_argument("--enable_model_warmup", type=flag_value, nargs="?", const=True, default=d.warmup,
                      help="replay assets.extra/tf_serving_warmup_requests before a version serves")
+    tfs.add_argument("--enable_signature_method_name_check", type=flag_value, nargs="?", const=True,
+                     default=d.signature_method_name_check,
+                     help="Classify and Regress only signatures whose method_name is classify or regress (TF2 "
+                          "writes every signature as predict, so this is off by default, as in TF Serving)")
     tfs.add_argument("--grpc_channel_arguments", default="",
                      help="gRPC server options as key=value pairs, comma-separated")
     tfs.add_argument("--tensorflow_intra_op_parallelism", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
@@ -204,7 +208,7 @@ def settings_from(args) -> Settings:
         inter_op_threads=args.inter_op_threads,
         max_body_bytes=int(args.max_body_mb * 2**20), max_instances=args.max_instances, max_images=args.max_images,
         request_timeout_s=args.request_timeout, shutdown_grace_s=args.shutdown_grace,
-        warmup=args.enable_model_warmup, grpc_options=tuple(grpc_options(args.grpc_channel_arguments)),
+        warmup=args.enable_model_warmup, signature_method_name_check=args.enable_signature_method_name_check, grpc_options=tuple(grpc_options(args.grpc_channel_arguments)),
         config_poll_seconds=args.model_config_file_poll_wait_seconds, monitoring_path=monitoring_path(args))
 
 
@@ -314,6 +318,9 @@ def config_reloader(manager, settings: Settings):
     from server.errors import invalid
 
     def reload(config) -> None:
+        if config.WhichOneof("config") != "model_config_list":
+            raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList "
+                          "is currently supported")
         try:
             sources = sources_of(config)
         except UserError as error:

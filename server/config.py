@@ -80,8 +80,9 @@ def read_model_config(path: str):
     message = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(_text(path, "--model_config_file"), message)
-    except text_format.ParseError as error:
-        raise UserError(f"--model_config_file {path!r} is not a ModelServerConfig text proto: {error}") from None
+    except text_format.ParseError as error:  # TF Serving's two lines, in one
+        raise UserError(f"Invalid protobuf file: '{path}': Error parsing text-format "
+                        f"tensorflow.serving.ModelServerConfig: {error}") from None
     return message
 
 

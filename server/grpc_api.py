@@ -137,9 +137,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
 
     async def GetModelMetadata(self, request, context):
         async def work():
-            if list(request.metadata_field) != ["signature_def"]:
-                raise invalid("Metadata field signature_def must be requested; got "
-                              f"{list(request.metadata_field)}")
+            if not request.metadata_field:
+                raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            for field in request.metadata_field:
+                if field != "signature_def":
+                    raise invalid(f"Metadata field {field} is not supported")
             spec = spec_of(request.model_spec)
             servable = self.service.servable(spec.name, spec.version, spec.label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()

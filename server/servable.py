@@ -16,8 +16,7 @@ import numpy as np
 
 from server.batching import Batcher, Unbatched
 from server.errors import ServingError, invalid
-from server.signatures import (DEFAULT_SIGNATURE, Signature, check_inputs, choose, read_signature_defs,
-                               signatures_of)
+from server.signatures import DEFAULT_SIGNATURE, Signature, check_inputs, choose, read_saved_model, signatures_of
 
 IMAGE_INPUT = "images"    # the one input of this toolkit's exports' signature (exports.export)
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")  # TF Serving's warm-up records
@@ -56,13 +55,12 @@ class Servable:
     """A version ready to serve: ``submit`` queues a request for one signature and returns a Future of its
     outputs (a dict of arrays)."""
 
-    def __init__(self, name: str, version: int, path: str, loaded, defs, queue_factory):
-        self.name, self.version, self.path = name, version, path
+    def __init__(self, name: str, version: int, path: str, call, defs, queue_factory, *, tf1: bool = False):
+        self.name, self.version, self.path, self.tf1 = name, version, path, tf1
         self.signature_defs = defs
         self.signatures = signatures_of(defs)
         self.extras = read_extras(path, self.signatures)
-        self._loaded = loaded  # the signatures' variables live on it
-        self._functions = {name: loaded.signatures[name] for name in self.signatures if name in loaded.signatures}
+        self._call = call  # (signature name, {alias: array}) -> {alias: array}
         self._queue_factory = queue_factory
         self._queues: dict[str, object] = {}
         self._closed = False
@@ -81,31 +79,24 @@ class Servable:
         return self.extras.metadata if self.extras else {}
 
     # --- running -----------------------------------------------------------------------------------------
-    def signature(self, name: str | None) -> Signature:
-        return choose(self.signatures, name)
+    def signature(self, name: str | None, api: str = "predict") -> Signature:
+        return choose(self.signatures, name, api)
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of a signature, with each input converted to the dtype the signature declares."""
         import tensorflow as tf
 
         spec = self.signatures[signature]
-        function = self._functions.get(signature)
-        if function is None:
-            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{signature}" not found.')
-        tensors = {}
-        for alias, value in inputs.items():
-            want = spec.inputs[alias]
-            tensors[alias] = tf.constant(value, tf.string) if want.is_string else \
-                tf.constant(value if value.dtype == want.dtype else value.astype(want.dtype))
+        converted = {alias: value if spec.inputs[alias].is_string or value.dtype == spec.inputs[alias].dtype
+                     else value.astype(spec.inputs[alias].dtype) for alias, value in inputs.items()}
         try:
-            outputs = function(**tensors)
+            return self._call(signature, converted)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             # The model refused the values (a shape its graph checks, a tf.Example it cannot parse): the caller's.
             raise invalid(_first_line(error)) from None
-        return {alias: value.numpy() for alias, value in outputs.items()}
 
     def submit(self, signature: Signature, inputs: dict[str, np.ndarray]):
-        check_inputs(signature, inputs)
+        check_inputs(signature, inputs, shapes=not self.tf1)
         rows = rows_in(inputs)
         if rows == 0:
             raise invalid("The request has no rows (the first dimension of its inputs is 0)")
@@ -139,6 +130,56 @@ class Servable:
             queue.close()
 
 
+def function_caller(version_dir: str, signatures: dict[str, Signature]):
+    """A TF2 SavedModel's signatures, as the functions ``tf.saved_model.load`` gives (a Keras export, a
+    ``tf.saved_model.save`` module, this toolkit's exports)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(version_dir, tags=["serve"])
+    functions = {name: loaded.signatures[name] for name in signatures if name in loaded.signatures}
+
+    def call(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        function = functions.get(signature)
+        if function is None:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{signature}" not found.')
+        tensors = {alias: tf.constant(value, tf.string if value.dtype == object else None)
+                   for alias, value in inputs.items()}
+        return {alias: value.numpy() for alias, value in function(**tensors).items()}
+
+    call.loaded = loaded  # the functions' variables live on it
+    return call
+
+
+def session_caller(version_dir: str, defs):
+    """A TF1 SavedModel run as TF Serving runs it: loaded into a session of its own graph (its main op and
+    assets included), each signature fed and fetched by tensor name, with no shape check before the graph's
+    own (``core.compat.run_session_unchecked``)."""
+    import tensorflow as tf
+
+    from core import compat
+
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads())
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    with graph.as_default():
+        tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
+    tensors = {name: ({alias: graph.get_tensor_by_name(info.name) for alias, info in d.inputs.items()},
+                      {alias: graph.get_tensor_by_name(info.name) for alias, info in d.outputs.items()})
+               for name, d in defs.signature_def.items() if not name.startswith("__")}
+
+    def call(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds, fetches = tensors[signature]
+        names = list(fetches)
+        values = compat.run_session_unchecked(session, [fetches[n] for n in names],
+                                              {feeds[alias]: value for alias, value in inputs.items()})
+        return dict(zip(names, values))
+
+    call.session = session
+    return call
+
+
 def _first_line(error: Exception) -> str:
     text = getattr(error, "message", None) or str(error)
     lines = [line for line in text.splitlines() if line.strip()]
@@ -159,14 +200,12 @@ def loader(settings, executor, on_batch=None):
                        threads=settings.batch_thread_count)
 
     def load(name: str, version_dir: str, version: int) -> Servable:
-        import tensorflow as tf
-
         try:
-            defs = read_signature_defs(version_dir)
-            loaded = tf.saved_model.load(version_dir, tags=["serve"])
+            defs, tf1 = read_saved_model(version_dir)
+            call = session_caller(version_dir, defs) if tf1 else function_caller(version_dir, signatures_of(defs))
         except Exception as error:
             raise RuntimeError(f"Could not load SavedModel {version_dir!r}: {_first_line(error)}") from None
-        servable = Servable(name, version, version_dir, loaded, defs, queue_factory)
+        servable = Servable(name, version, version_dir, call, defs, queue_factory, tf1=tf1)
         if settings.warmup:
             servable.warm_up()
         return servable

@@ -104,8 +104,11 @@ class Service:
     # --- classify and regress: tf.Examples in --------------------------------------------------------------
 
     def _example_signature(self, servable, signature_name: str | None, method: str) -> Signature:
-        signature = servable.signature(signature_name)
-        check_method(signature, method, METHODS[method])
+        signature = servable.signature(signature_name, "examples")
+        # TF2 writes every signature as predict, so TF Serving checks the method only when asked
+        # (--enable_signature_method_name_check); the tf.Example input is checked either way.
+        if self.settings.signature_method_name_check:
+            check_method(signature, method, METHODS[method])
         if list(signature.inputs) != [EXAMPLES_INPUT] or not signature.inputs[EXAMPLES_INPUT].is_string:
             raise invalid(f"Expected one input Tensor named {EXAMPLES_INPUT!r} of serialized tf.Examples in "
                           f"{METHODS[method]} signature {signature.name}")

@@ -39,6 +39,7 @@ class Settings:
     shutdown_grace_s: float = 10.0      # SIGTERM: in-flight requests get this long to finish
     warmup: bool = True                 # run a version once before it serves (TF Serving's --enable_model_warmup)
     grpc_options: tuple = ()            # extra gRPC server options (--grpc_channel_arguments)
+    signature_method_name_check: bool = False  # Classify/Regress only on signatures whose method says so
     config_poll_seconds: float = 0.0    # --model_config_file_poll_wait_seconds; 0: read once
     monitoring_path: str | None = None  # another path for the Prometheus page (--monitoring_config_file)
 

@@ -87,6 +87,11 @@ def _spec(alias: str, info) -> TensorSpec:
 
 def read_signature_defs(version_dir: str):
     """The ``SignatureDefMap`` of the SavedModel's ``serve`` graph, as TF Serving's GetModelMetadata gives it."""
+    return read_saved_model(version_dir)[0]
+
+
+def read_saved_model(version_dir: str):
+    """(the ``SignatureDefMap``, whether it is a TF1 SavedModel: a graph with no TF2 object graph)."""
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -99,7 +104,7 @@ def read_signature_defs(version_dir: str):
     defs = get_model_metadata_pb2.SignatureDefMap()
     for name, signature in graphs[0].signature_def.items():
         defs.signature_def[name].CopyFrom(signature)
-    return defs
+    return defs, not graphs[0].object_graph_def.nodes
 
 
 def signatures_of(defs) -> dict[str, Signature]:
@@ -110,11 +115,21 @@ def signatures_of(defs) -> dict[str, Signature]:
             for name, d in defs.signature_def.items() if not name.startswith("__")}
 
 
-def choose(signatures: dict[str, Signature], name: str | None) -> Signature:
-    """The signature a request names (``serving_default`` when it names none), in TF Serving's words."""
+# An unknown signature as TF Serving words it, by where the request came in: gRPC Predict, REST, and the
+# tf.Example calls (Classify, Regress, MultiInference).
+UNKNOWN_SIGNATURE = {
+    "predict": ("FAILED_PRECONDITION", 'Serving signature key "{}" not found.'),
+    "rest": ("INVALID_ARGUMENT", 'Serving signature name: "{}" not found in signature def'),
+    "examples": ("INVALID_ARGUMENT", "No signature was found with the name: {}"),
+}
+
+
+def choose(signatures: dict[str, Signature], name: str | None, api: str = "predict") -> Signature:
+    """The signature a request names (``serving_default`` when it names none), or TF Serving's error."""
     wanted = name or DEFAULT_SIGNATURE
     if wanted not in signatures:
-        raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{wanted}" not found.')
+        code, message = UNKNOWN_SIGNATURE[api]
+        raise ServingError(code, message.format(wanted))
     return signatures[wanted]
 
 
@@ -123,8 +138,10 @@ def check_method(signature: Signature, method: str, what: str) -> None:
         raise invalid(f"Expected {what} signature method_name to be {method}. Was: {signature.method}")
 
 
-def check_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
-    """TF Serving's checks of a request's input aliases against the signature's, then each tensor's shape."""
+def check_inputs(signature: Signature, inputs: dict[str, np.ndarray], shapes: bool = True) -> None:
+    """TF Serving's checks of a request's input aliases against the signature's; then, with ``shapes``, each
+    tensor's shape (TF Serving leaves that to the graph: a TF1 graph takes a ``[3]`` feed for a ``[-1, 1]``
+    input, and a TF2 function refuses it, less readably than this)."""
     unknown = sorted(set(inputs) - set(signature.inputs))
     if unknown:
         raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the set "
@@ -133,5 +150,6 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
     if missing:
         raise invalid(f"Request inputs do not match required inputs for model `{signature.name}`. Send extra: {{}}. "
                       f"Missing but required: {{{','.join(missing)}}}.")
-    for alias, value in inputs.items():
-        signature.inputs[alias].check(value)
+    if shapes:
+        for alias, value in inputs.items():
+            signature.inputs[alias].check(value)

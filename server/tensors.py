@@ -236,7 +236,7 @@ def parse_predict_body(body: bytes, signatures: dict[str, Signature], max_instan
             array = fast[0] if image.dtype == np.float32 else fast[0].astype(image.dtype)
             return default, {image.alias: array}, fast[1]
     document = parse_json(body)
-    signature = choose(signatures, check_document(document))
+    signature = choose(signatures, check_document(document), "rest")
     inputs, columnar = parse_predict(document, signature, max_instances)
     return signature, inputs, columnar
 
@@ -348,7 +348,24 @@ def from_tensor_proto(proto, spec: TensorSpec, where: str) -> np.ndarray:
     return array if array.dtype == spec.dtype else array.astype(spec.dtype)
 
 
+# numpy dtype kind and size -> the TensorProto field TF Serving fills (its responses use typed fields, as
+# tensorflow::Tensor::AsProtoField writes them, and clients such as TF Serving's own test read ``float_val``).
+_TYPED_FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
+                 np.dtype(np.int32): "int_val", np.dtype(np.int16): "int_val", np.dtype(np.int8): "int_val",
+                 np.dtype(np.uint8): "int_val", np.dtype(np.uint16): "int_val", np.dtype(np.int64): "int64_val",
+                 np.dtype(np.uint32): "uint32_val", np.dtype(np.uint64): "uint64_val", np.dtype(np.bool_): "bool_val"}
+
+
 def to_tensor_proto(value: np.ndarray):
     import tensorflow as tf
 
-    return tf.make_tensor_proto(value)
+    value = np.asarray(value)
+    field = _TYPED_FIELDS.get(value.dtype)
+    if field is None:  # strings, halves, complex: TensorFlow's own conversion
+        return tf.make_tensor_proto(value)
+    proto = tf.make_tensor_proto(np.zeros((0,), value.dtype))
+    proto.tensor_shape.Clear()
+    for size in value.shape:
+        proto.tensor_shape.dim.add().size = size
+    getattr(proto, field).extend(value.ravel().tolist())
+    return proto

@@ -527,3 +527,19 @@ def test_tflite_uint8_input_makes_the_input_uint8_with_the_same_scale():
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
     check("the uint8 model computes what the float-input one does", np.array_equal(*outputs))
+
+
+def test_a_session_runs_a_feed_that_python_s_shape_check_would_refuse():
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = tf.compat.v1.placeholder(tf.string, [None])
+        x = tf.identity(tf.compat.v1.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"])
+        y = x * 0.5 + 2.0
+    assert x.shape.as_list() == [None, 1]
+    with tf.compat.v1.Session(graph=graph) as session:
+        with pytest.raises(ValueError, match="Cannot feed value of shape"):
+            session.run(y, {x: np.array([1.0, 2.0, 5.0], np.float32)})
+        (answer,) = compat.run_session_unchecked(session, [y], {x: np.array([1.0, 2.0, 5.0], np.float32)})
+    assert answer.tolist() == [2.5, 3.0, 4.5]  # as TF Serving answers its half_plus_two

@@ -79,7 +79,7 @@ def test_a_keras_export_and_a_module_with_string_inputs_serve_over_rest(server):
         wrong = client.post("/v1/models/text:predict", json={"instances": [{"b64": "AA=="}]})
         assert wrong.status_code == 400 and "b64 values are for DT_STRING inputs" in wrong.json()["error"]
         unknown = client.post("/v1/models/text:predict", json={"signature_name": "nope", "instances": [1.0]})
-        assert unknown.status_code == 400 and unknown.json()["error"] == 'Serving signature key "nope" not found.'
+        assert unknown.status_code == 400 and unknown.json()["error"] == 'Serving signature name: "nope" not found in signature def'
         # Not one of this toolkit's image exports: served, but the image upload and the page leave it out.
         upload = client.post("/v1/models/text:upload", files={"file": ("a.png", b"x")})
         assert upload.status_code == 400 and "not an image classifier" in upload.json()["error"]
