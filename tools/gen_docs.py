@@ -247,7 +247,8 @@ def _machine(data: dict, *names: str, per_row=False) -> str:
     if m.get("keras"):
         parts.append(f"Keras {m['keras']}")
     files = ", ".join(f"`bench/results/{name}`" for name in names)
-    return f"*Source: {files}; {', '.join(parts)}.*"
+    shared = f" {data['conditions']}" if data.get("conditions") else ""  # a run taken beside other work says so
+    return f"*Source: {files}; {', '.join(parts)}.{shared}*"
 
 
 def _cpu(machine: dict) -> str:
@@ -665,7 +666,10 @@ def block_serve() -> list[str]:
              "|---|---|---|---:|---:|---:|---:|---:|"]
 
     def cell(r):
-        return f"{r['predictions_per_s']:,.0f}/s ({r['p50_ms']:.1f} / {r['p99_ms']:.0f} ms)" if r else ""
+        if not r:
+            return ""
+        cores = f"; {r['server_cores_busy']:.2f} cores" if "server_cores_busy" in r else ""
+        return f"{r['predictions_per_s']:,.0f}/s ({r['p50_ms']:.1f} / {r['p99_ms']:.0f} ms{cores})"
 
     notes = []
     for label, row in data["results"].items():
@@ -695,7 +699,9 @@ def block_serve() -> list[str]:
                  f"1,000 requests, {memory[sent]['rss_mib']:.0f} MiB after {int(sent[6:]):,} (peak "
                  f"{memory[sent]['peak_rss_mib']:.0f} MiB), {memory['after_1000_hostile_more']['rss_mib']:.0f} MiB after "
                  f"1,000 hostile requests more (answered {', '.join(map(str, memory['hostile_status_codes']))}).")
-    return (["Predictions/s with (p50 / p99 latency), one image a request; `python bench/bench_serve.py --quick`. "
+    return (["Predictions/s with (p50 / p99 latency; the server's cores busy over the cell), one image a request; "
+             "`python bench/bench_serve.py --quick`. REST load from wrk, gRPC load from h2load (both C, on well under "
+             "a tenth of a core), one connection per concurrent client. "
              "The in-process column is the mean of the rates measured right before and after each server's cells; "
              "each ratio below is to the two around its own cell.", ""]
             + lines + [""] + notes + ["", _machine(data, "serve_quick.json")])
