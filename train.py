@@ -101,12 +101,19 @@ def run_training(config) -> int:
     return 0
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    """``-h`` or ``--help`` before any ``--``: the parsers answer it and exit, with no TensorFlow started."""
+    head = argv[:argv.index("--")] if "--" in argv else argv
+    return "-h" in head or "--help" in head
+
+
 def main(argv=None) -> int:
     from core.errors import UserError
     from training.quiet import import_tensorflow
 
-    import_tensorflow()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not asks_for_help(argv):
+        import_tensorflow()  # quietly, before anything else imports it; help needs none of it
     try:
         if argv and argv[0] in SUBCOMMANDS:
             try:

@@ -19,10 +19,9 @@ import csv
 import json
 import os
 
-import zoo
 from core.errors import UserError
 from training import config as config_module
-from training import rundir, run
+from training import rundir
 
 COLUMNS = ("variant", "test_accuracy", "parameters", "train_seconds", "epochs_run", "best_epoch", "diagnosis")
 
@@ -102,6 +101,8 @@ def compare(base_config: dict, variant_list: list[tuple[str, dict]], folder: str
         metrics = _finished(folder, label, config)
         if metrics is None:
             log(f"--- {label}")
+            from training import run  # here, so that compare --help starts no TensorFlow
+
             metrics = run.train(config, log=log)
         else:
             log(f"--- {label}: finished before, reused")
@@ -190,6 +191,8 @@ def main(argv) -> int:
     variant_list = variants(args.models or [config["model"]], sets)
     if len(variant_list) < 2:
         raise UserError("Nothing to compare: give two or more --models, or two or more --set")
+    import zoo
+
     for _, options in variant_list:
         try:
             zoo.get(options["model"])  # a typo fails before the first variant trains

@@ -26,12 +26,11 @@ import os
 
 import numpy as np
 
-import zoo  # noqa: F401 - registers the zoo's custom layers for loading
 from core.errors import UserError
 from core.rows import predict
 from exports.export import check_name, export_savedmodel
 from exports.load import read_metadata
-from training import run, rundir
+from training import rundir
 from training.config import DEFAULTS, complete
 
 
@@ -108,6 +107,8 @@ def common_test_split(members: list[tuple[str, dict]]):
     if len(splits) > 1:
         return None, ("the members were trained on different splits (dataset, fractions or --seed, which also "
                       "seeds the split), so no test image is unseen by all of them")
+    from training import run
+
     config = complete(configs[0])
     return run.load_data(config, run.load_backbone(config)).arrays["test"], None
 
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
     check_name(args.name, "--name")  # before the members load, not after
+    # Here rather than at the top, so that ensemble --help starts no TensorFlow.
+    import zoo  # noqa: F401 - registers the zoo's custom layers for loading
+    from training import run
+
     members, models = load_members(args.members)
     names = [os.path.basename(os.path.dirname(version_dir)) for version_dir, _ in members]
     ensemble = build_ensemble(models, name=args.name.replace("-", "_"))

@@ -31,7 +31,6 @@ import numpy as np
 from core.errors import UserError
 from training import config as config_module
 from training import rundir
-from training import run as training_run
 
 STOP_FACTOR = 4.0
 
@@ -63,6 +62,8 @@ def find_lr(config: dict, folder: str, *, start_lr: float = 1e-7, end_lr: float 
         raise UserError(f"The sweep needs 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
     if steps < 20:
         raise UserError(f"--steps must be at least 20 for a readable curve, got {steps}")
+    from training import run as training_run  # here, so that find-lr --help starts no TensorFlow
+
     prepared = training_run.prepare({**config, "schedule": "constant"}, log=lambda *_: None, run_dir=folder)
     phase = prepared.phases[0]  # the first phase: the whole zoo model, or a transfer run's head
     phase.prepare(prepared.model)

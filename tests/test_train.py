@@ -471,3 +471,50 @@ def test_training_batches_stay_uint8_and_the_network_casts_them_unless_a_mixer_b
     _, mix = augmentation_for({**config, "augment": "mixup"}, data)
     mixed, _ = pipelines(config, data, mix)
     assert next(iter(mixed))[0].dtype.name == "float32"
+
+
+HELP_CHECK = """
+import contextlib, io, sys
+import train
+for argv in ([], *%s):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            train.main([*argv, "--help"])
+        except SystemExit as leaving:
+            assert leaving.code == 0, (argv, leaving.code)
+    assert "usage:" in out.getvalue(), argv
+    if not argv:
+        print(out.getvalue())
+heavy = sorted(m for m in ("tensorflow", "keras", "keras_tuner", "tensorflow_datasets") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_help_of_every_command_answers_without_starting_tensorflow():
+    commands = [[name] for name in ("search", "find-lr", "compare", "ensemble", "export", "serve")]
+    result = subprocess.run([sys.executable, "-c", HELP_CHECK % commands], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]
+    top = result.stdout
+    for name in ("search", "find-lr", "compare", "ensemble", "export", "serve"):
+        assert name in top.split("options:")[0], name  # the top-level help names every subcommand
+
+
+def test_the_flags_choices_named_for_a_quick_help_are_their_owners():
+    import augment.tta
+    import core.model
+    import training.distribute
+    import training.optim
+    import transfer.finetune
+    import tuning.command
+    import tuning.search
+    import tuning.space
+    from training import config
+
+    assert config.TTA_MODES == augment.tta.MODES and config.PREPROCESSING == core.model.PREPROCESSING
+    assert config.STRATEGIES == training.distribute.STRATEGIES and config.HEAD_LR == transfer.finetune.HEAD_LR
+    assert config.OPTIMIZERS == training.optim.OPTIMIZERS and config.SCHEDULES == training.optim.SCHEDULES
+    assert tuning.command.TUNERS == tuning.search.TUNERS and tuning.command.OBJECTIVES == tuning.search.OBJECTIVES
+    assert tuning.command.SPACE_NAMES == tuple(tuning.space.SPACES)

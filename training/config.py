@@ -13,15 +13,18 @@ import argparse
 import json
 import os
 
-from augment.tta import MODES as TTA_MODES
 from core.errors import UserError
-from core.model import PREPROCESSING
 from exports.export import check_name
 from exports.formats import parse_formats, require_runtimes
-from training.distribute import STRATEGIES
-from training.optim import OPTIMIZERS, SCHEDULES
-from transfer.backbones import is_architecture
-from transfer.finetune import HEAD_LR
+
+# The choices the flags offer, named here rather than imported from the packages that own them, so that
+# ``train.py --help`` answers without TensorFlow starting; tests/test_train.py checks each against its owner.
+TTA_MODES = ("none", "flip", "ten_crop", "shift")                  # augment.tta.MODES
+PREPROCESSING = ("rescale", "standardize")                          # core.model.PREPROCESSING
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")     # training.distribute.STRATEGIES
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")                    # training.optim.OPTIMIZERS
+SCHEDULES = ("constant", "step", "cosine", "onecycle")              # training.optim.SCHEDULES
+HEAD_LR = 3e-3                                                      # transfer.finetune.HEAD_LR
 
 MONITORS = ("val_loss", "val_accuracy")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -30,7 +33,7 @@ ZOO_LR = 1e-3  # Adam's usual rate; the transfer head's is transfer.finetune.HEA
 DEFAULTS = {
     # Data
     "dataset": "digits", "data_dir": None, "image_size": None, "channels": None,
-    "val_fraction": 0.1, "test_fraction": 0.2, "strict": False,
+    "val_fraction": 0.1, "test_fraction": 0.2, "strict": False, "exclude": None,
     # Model
     "model": "lenet5", "batch_norm": None, "dropout": None, "activation": None, "kernel_initializer": None,
     "l1": None, "l2": None, "width": None, "filters": None, "whiten": False, "preprocessing": "rescale", "precise_bn": None,
@@ -94,6 +97,8 @@ def transfers(config: dict) -> bool:
     weights, so nothing to transfer: that architecture trains from scratch like a zoo model."""
     if not config["backbone"]:
         return False
+    from transfer.backbones import is_architecture
+
     return not (str(config["weights"]).lower() == "none" and is_architecture(config["backbone"]))
 
 
@@ -192,6 +197,10 @@ def _data_flags(parser, D) -> None:
     data.add_argument("--strict", action=argparse.BooleanOptionalAction, default=D["strict"],
                       help="fail before training if any file in a folder dataset is not a usable image "
                            "(default: skip it and list it in the run's data_manifest.json)")
+    data.add_argument("--exclude", default=D["exclude"], metavar="FILE",
+                      help="leave these files of a folder dataset out: `train.py audit --json FILE`'s output (its "
+                           "\"exclude\" list) or a list of paths, one a line, relative to the folder; the run's "
+                           "metrics.json and data_manifest.json record which were left out. No file is touched")
 
 
 def _model_flags(parser, D) -> None:
@@ -361,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a zoo model on a dataset, evaluate it on the test split and export a SavedModel. "
                     "Other commands: search (hyperparameter search), find-lr (learning-rate range test), compare "
                     "(several models on the same data), ensemble (average exports), export (TFLite and ONNX "
-                    "formats of an export); python train.py COMMAND --help.",
+                    "formats of an export), serve (TF Serving's REST and gRPC APIs over the exports); "
+                    "python train.py COMMAND --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="JSON file of flag values (keys as in config.json); flags override it")
     parser.add_argument("--list-models", action="store_true", help="list the zoo with parameter counts and exit")

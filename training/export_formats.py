@@ -17,14 +17,11 @@ import argparse
 import json
 import os
 
-import transfer  # noqa: F401 - registers a transfer head's layers, for loading an export's model.keras
 from core.errors import UserError
 from exports import formats
 from exports.load import read_metadata, resolve_export
 from training import rundir
 from training.config import complete
-from training.data import load_data
-from training.recipes import load_backbone
 
 
 def resolve_source(source: str) -> str:
@@ -54,6 +51,9 @@ def run_split(version_dir: str, metadata: dict):
         raise UserError(f"The run directory of {version_dir!r} ({run_dir!r}, from assets/metadata.json) is gone or "
                         "has no config.json; its test split scores the formats and its training images calibrate "
                         "int8")
+    from training.data import load_data
+    from training.recipes import load_backbone
+
     config = complete(config)
     data = load_data(config, load_backbone(config))
     if list(data.class_names) != list(metadata["class_names"]):
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv) -> int:
     args = build_parser().parse_args(argv)
+    import transfer  # noqa: F401 - registers a transfer head's layers, for loading an export's model.keras
     names = formats.parse_formats(args.formats)
     formats.require_runtimes(names)
     for flag, value in (("--calibration-images", args.calibration_images), ("--repeats", args.repeats)):

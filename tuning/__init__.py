@@ -17,8 +17,20 @@
    trials, then the best settings retrained, tested and exported.
 """
 
-from tuning.search import SearchSettings, TrainingTuner, results, run_search, write_results
-from tuning.space import SPACES, TRANSFER_SPACE, ZOO_SPACE, Param, build_space, declare, parse_spec, to_config
+import importlib
+
+# Where each public name lives.  They are imported when first used (PEP 562), so ``train.py search --help``
+# reads ``tuning.command``'s flags without keras-tuner and TensorFlow starting.
+_HOMES = {"SearchSettings": "search", "TrainingTuner": "search", "results": "search", "run_search": "search",
+          "write_results": "search", "SPACES": "space", "TRANSFER_SPACE": "space", "ZOO_SPACE": "space",
+          "Param": "space", "build_space": "space", "declare": "space", "parse_spec": "space", "to_config": "space"}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tuning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tuning.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "SPACES",

@@ -14,12 +14,13 @@ import os
 from core import compat
 from training import config as config_module
 from training import lock, rundir
-from training.data import load_data
-from training.recipes import load_backbone
-from training.run import summary_lines, train
 from core.errors import UserError
-from tuning.search import OBJECTIVES, TUNERS, SearchSettings, results, run_search, short, write_results
-from tuning.space import SPACES, build_space, parse_spec
+
+# The flags' choices, named here so that ``train.py search --help`` answers without keras-tuner and TensorFlow
+# starting (the search itself imports them); tests/test_search.py checks each against its owner.
+TUNERS = ("random", "hyperband", "bayesian")     # tuning.search.TUNERS
+OBJECTIVES = ("val_accuracy", "val_loss")          # tuning.search.OBJECTIVES
+SPACE_NAMES = ("zoo", "transfer", "none")          # tuning.space.SPACES
 
 EPILOG = """\
 SPEC forms for --tune KEY=SPEC: a,b,c (a choice) | LOW..HIGH | LOW..HIGH/log | LOW..HIGH/STEP | VALUE (fixed).
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("Search")
     group.add_argument("--tuner", choices=TUNERS, default="random",
                        help="random search, Hyperband or Bayesian optimization (default: random)")
-    group.add_argument("--space", choices=tuple(SPACES), default=None,
+    group.add_argument("--space", choices=SPACE_NAMES, default=None,
                        help="what is searched besides --tune: zoo settings, transfer settings (the default "
                             "with --backbone), or none (only --tune)")
     group.add_argument("--tune", action="append", default=[], metavar="KEY=SPEC",
@@ -85,6 +86,8 @@ def explicit_keys(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 
 def tune_specs(args) -> dict:
+    from tuning.space import parse_spec
+
     specs = {}
     if args.space_file:
         loaded = config_module.read_json_object(args.space_file, "space file")
@@ -99,7 +102,13 @@ def tune_specs(args) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
-    config, args = config_module.resolve_config(argv, parser)
+    config, args = config_module.resolve_config(argv, parser)  # --help has answered and left by now
+    from training.data import load_data
+    from training.recipes import load_backbone
+    from training.run import summary_lines, train
+    from tuning.search import SearchSettings, results, run_search, write_results
+    from tuning.space import build_space
+
     config = config_module.complete(config)  # the search space's defaults are the run's own settings
     config_module.check_config(config)
     if args.max_trials < 1:
@@ -161,7 +170,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def check_same_search(folder: str, config: dict, space: dict, settings: SearchSettings) -> None:
+def check_same_search(folder: str, config: dict, space: dict, settings) -> None:
     """A search folder continues only the search that made it; anything else is refused.
 
     The folder is locked for the life of this process (``training.lock``): a
@@ -192,7 +201,9 @@ def check_same_search(folder: str, config: dict, space: dict, settings: SearchSe
     rundir.write_json(path, {**record, "settings": asdict(settings)})
 
 
-def print_table(rows: list[dict], settings: SearchSettings, limit: int = 10) -> None:
+def print_table(rows: list[dict], settings, limit: int = 10) -> None:
+    from tuning.search import short
+
     keys = sorted({k for row in rows for k in row["settings"]})
     print(f"{'rank':>4} {'trial':>5} {settings.objective:>12}  " + " ".join(keys))
     for rank, row in enumerate(rows[:limit], start=1):
