@@ -75,6 +75,9 @@ class Batcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_rows = 0
+        # A lone request does not wait for company (below); these say whether it is alone.
+        self._unanswered = 0  # requests submitted and not yet answered: queued, gathering or running
+        self._last_size = 1   # requests in the last batch gathered
         self._closed = False
         # Whoever holds _turn gathers the next batch; _carry and _stopped belong to it.
         self._turn = threading.Lock()
@@ -97,8 +100,14 @@ class Batcher:
                 raise ServingError("UNAVAILABLE", f"The batching queue of {self._name} is full "
                                                   f"({self._queued_rows} rows waiting); retry shortly")
             self._queued_rows += count_rows(rows)
+            self._unanswered += 1
             self._queue.put(_Task(rows, future))
+        future.add_done_callback(self._answered)
         return future
+
+    def _answered(self, future) -> None:
+        with self._lock:
+            self._unanswered -= 1
 
     def close(self) -> None:
         """Runs what is queued, then stops the worker thread."""
@@ -129,8 +138,13 @@ class Batcher:
     def _gather(self, first: _Task) -> tuple[list[_Task], bool]:
         tasks, rows, stop = [first], len(first), False
         deadline = time.monotonic() + self._timeout
+        # TF Serving's batcher always waits up to the timeout; here a request that is the only one out, after a
+        # batch of one, runs at once: at one client at a time the wait bought nothing and cost 3.5x the request
+        # (digits LeNet-5: 3.3-3.9 ms at p50 against 0.95 ms, wrk -c1). Under load the last batch held several
+        # requests and the wait stays, so merging is as before.
+        alone = self._unanswered <= 1 and self._last_size <= 1
         while rows < self._max:
-            task = self._next(deadline - time.monotonic())
+            task = self._next(0 if alone else deadline - time.monotonic())
             if task is None:
                 break
             if task is _STOP:
@@ -153,6 +167,7 @@ class Batcher:
                     self._stopped = True
                     continue
                 tasks, stopped = self._gather(first)
+                self._last_size = len(tasks)
                 self._stopped = self._stopped or stopped
             self._run_batch(tasks)
 

@@ -80,6 +80,26 @@ def test_batched_results_are_identical_to_unbatched_and_calls_are_merged():
     batcher.join(5)
 
 
+def test_a_lone_request_runs_at_once_and_company_is_still_waited_for_under_load():
+    run = Counting()
+    batcher = Batcher(run, max_batch_size=16, timeout_s=60.0, max_queued_rows=1000)  # a minute's wait for company
+    for i in range(3):  # one client at a time: nobody else is out, so nobody is waited for
+        assert batcher.submit(np.full((1, 1), i, np.float32)).result(10)["sum"].tolist() == [float(i)]
+    assert run.calls == [1, 1, 1]
+    release, sizes = threading.Event(), []
+    slow = Batcher(lambda rows: (sizes.append(len(rows)), release.wait(10), model_call(rows))[2], max_batch_size=4,
+                   timeout_s=0.3, max_queued_rows=1000)
+    first = slow.submit(np.ones((1, 1), np.float32))  # alone: runs at once, and holds the model
+    time.sleep(0.1)
+    waiting = [slow.submit(np.ones((1, 1), np.float32)) for _ in range(3)]  # others are out: they wait and merge
+    release.set()
+    assert [f.result(10)["sum"].tolist() for f in [first, *waiting]] == [[1.0]] * 4
+    assert sizes == [1, 3]
+    for batcher_ in (batcher, slow):
+        batcher_.close()
+        batcher_.join(5)
+
+
 def test_with_two_threads_two_batches_run_at_once_and_closing_stops_both():
     both = threading.Barrier(2, timeout=10)  # passes only when two batches are inside the model together
 
