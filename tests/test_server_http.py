@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -386,29 +387,45 @@ def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving
 
 
 def test_sigterm_lets_the_requests_in_flight_finish(export_root):
-    # A batch of 64 rows that four one-row requests cannot fill waits out its 8 s timeout: all four are held in
-    # flight by the batcher itself, not by how fast this machine is, when SIGTERM comes.
+    # A batch of 64 rows that one-row requests cannot fill waits out its 8 s timeout: requests are held in flight by
+    # the batcher itself, not by how fast this machine is, when SIGTERM comes.  A request that finds itself alone
+    # runs at once, so four are sent at once (again, if each was answered alone): once one is held, the others
+    # join its batch.
     with serving([export_root / "base" / MODEL], "--max-batch-size", "64", "--batch-timeout-ms", "8000",
                  "--shutdown-grace", "30",
                  log_dir=str(export_root), ready_model=MODEL) as running:
-        results = []
+        results, senders = [], []
 
         def send():
             results.append(httpx.post(f"{running.url}/v1/models/{MODEL}:predict", timeout=120,
                                       json={"instances": [[[[0]] * 8] * 8]}))
 
-        senders = [threading.Thread(target=send) for _ in range(4)]
-        for sender in senders:
-            sender.start()
+        def start(count: int):
+            together = threading.Barrier(count)  # released at once, so that they overlap at the server
+
+            def sender():
+                together.wait(10)
+                send()
+
+            for _ in range(count):
+                senders.append(threading.Thread(target=sender))
+                senders[-1].start()
+
+        def in_flight() -> int:
+            text = httpx.get(f"{running.url}/monitoring/prometheus/metrics").text
+            return int(float(re.search(r"^serving_requests_in_flight (\S+)$", text, re.M).group(1)))
+
         deadline = time.monotonic() + 60
-        while "serving_requests_in_flight 4.0" not in httpx.get(f"{running.url}/monitoring/prometheus/metrics").text:
-            assert time.monotonic() < deadline and not results, "the four requests never were in flight together"
-            time.sleep(0.02)
+        while in_flight() < 4:  # up to four out at once; one answered alone is replaced by another
+            assert time.monotonic() < deadline and len(senders) < 40, "four requests were never in flight together"
+            if len(senders) == len(results):  # all answered, each alone: send four more at once
+                start(4)
+            time.sleep(0.05)
         running.process.send_signal(signal.SIGTERM)
         for sender in senders:
             sender.join(timeout=90)
         code = running.process.wait(timeout=60)
-        assert [r.status_code for r in results] == [200] * 4
+        assert len(results) == len(senders) and [r.status_code for r in results] == [200] * len(senders)
         assert all(len(r.json()["predictions"]) == 1 for r in results)
         assert code == 0, running.output()[-2000:]
         assert "Stopped." in running.output()
