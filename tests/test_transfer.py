@@ -105,7 +105,8 @@ def test_every_backbone_builds_at_its_smallest_input(name):
     assert backbone.input_shape == shape and backbone.name == name
     assert backbone.preprocessing.name == "preprocessing" and backbone.preprocessing.mode == spec.preprocessing
     features = backbone.features(backbone.preprocessing(raw_images(2, shape)))
-    assert len(features.shape) == 4 and tuple(features.shape[1:]) == backbone.feature_shape
+    # A network that pools itself (ConvNeXt, BackboneSpec.pooling) gives vectors; the rest, feature maps.
+    assert len(features.shape) == (2 if spec.pooling else 4) and tuple(features.shape[1:]) == backbone.feature_shape
     assert np.all(np.isfinite(np.asarray(features)))
     # "none" means the network scales its own input: it must hold a rescaling/normalizing layer.
     own = [layer for layer in flat_layers(backbone.features)
@@ -125,6 +126,33 @@ def test_imagenet_preprocessing_equals_the_familys_preprocess_input(name):
     expected = getattr(keras.applications, family).preprocess_input(images.copy())
     layer = ImagenetPreprocessing(BACKBONES[name].preprocessing)
     np.testing.assert_allclose(np.asarray(layer(images)), expected, rtol=1e-6, atol=1e-4)
+
+
+def test_convnext_features_are_pooled_as_keras_pools_them():
+    # Keras' pooling="avg" (and ConvNeXt's ImageNet head) pools first and applies the final LayerNormalization
+    # after: LN(mean(x)), which a head pooling the per-position-normalized map, mean(LN(x)), does not give.
+    shape = (64, 64, 3)  # the last stage's map is 2x2: at 32x32 (1x1) both orders would agree
+    backbone = load_backbone("convnext_tiny", input_shape=shape, weights=None)
+    keras_model = keras.applications.ConvNeXtTiny(include_top=False, pooling="avg", weights=None, input_shape=shape)
+    rng = np.random.default_rng(0)
+    # Random weights (LayerNormalization scales around 1), the same in both, so every weight has a say.
+    weights = [rng.normal(1.0 if w.ndim == 1 else 0.0, 0.3 if w.ndim == 1 else 0.05, w.shape).astype(np.float32)
+               for w in backbone.features.get_weights()]
+    backbone.features.set_weights(weights)
+    keras_model.set_weights(weights)
+    images = raw_images(4, shape)
+    expected = np.asarray(keras_model(images, training=False))
+    features = extract_features(backbone, images)
+    assert backbone.feature_shape == (768,)
+    np.testing.assert_allclose(transfer.pooled(features), expected, rtol=0, atol=1e-4)
+    head = head_model(backbone.feature_shape, 3)  # what the head's dense layers see is the same vector
+    np.testing.assert_allclose(transfer.probe.vectors(head, features), expected, rtol=0, atol=1e-4)
+    # The order matters at this size: normalizing each position and then pooling is far off.
+    norm = backbone.features.layers[-1]
+    assert isinstance(norm, keras.layers.LayerNormalization)
+    maps = keras.Model(backbone.features.input, backbone.features.layers[-2].input)(images, training=False)
+    assert tuple(maps.shape[1:3]) == (2, 2)
+    assert np.abs(np.asarray(norm(maps)).mean(axis=(1, 2)) - expected).max() > 1e-2
 
 
 @pytest.mark.parametrize("mode, family", [("caffe", "vgg16"), ("tf", "xception"), ("torch", "densenet")])

@@ -3,8 +3,9 @@
 A ``Backbone`` is the fastai-style body: the ``preprocessing`` layer its
 weights expect (named "preprocessing", so ``core.model.assemble`` and
 ``inference_model`` treat it like any other run's), the ``features`` model
-from preprocessed images to the last feature map, the raw ``input_shape`` it
-was built for, and ``fine_tune_from``, the layer-name prefix where
+from preprocessed images to the last feature map (the pooled vector for a
+network that pools itself, ``BackboneSpec.pooling``), the raw ``input_shape``
+it was built for, and ``fine_tune_from``, the layer-name prefix where
 fine-tuning usually starts (``freeze(..., "from:auto")``).
 
 ``load_backbone`` takes four kinds of source:
@@ -118,6 +119,13 @@ class BackboneSpec:
             (EfficientNet B0-B7, tensorflow/tensorflow#49930); a model built from a
             local ImageNet ``.h5`` file gets the same effect folded into its
             normalization variance.
+        pooling: keras.applications' own ``pooling`` ("avg") for a network whose
+            last layer belongs after global pooling.  ConvNeXt ends in a
+            LayerNormalization that its ImageNet head, and Keras with
+            ``pooling="avg"``, apply to the pooled vector: ``LN(mean(x))``, not
+            ``mean(LN(x))`` as a head pooling the normalized map would.  Such a
+            backbone's features are Keras' pooled vectors (2-D), and the head has
+            nothing left to pool.  None (the rest): the last feature map.
 
     Examples:
         >>> import transfer
@@ -135,6 +143,7 @@ class BackboneSpec:
     weights_file: str
     weights_sizes: tuple = ()
     imagenet_rescale_fix: bool = False
+    pooling: str | None = None
 
     def weights_filename(self, input_shape) -> str:
         rows = self.input_size
@@ -196,10 +205,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "densenet121": BackboneSpec(
         _A.DenseNet121, "torch", 224, 32, "conv5_", "Huang et al. 2017, Densely Connected Convolutional Networks",
         "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    # The last stage's three blocks, 51%; the network normalizes its own input.
+    # The last stage's three blocks, 51%; the network normalizes its own input, and pools before its
+    # final LayerNormalization (see BackboneSpec.pooling).
     "convnext_tiny": BackboneSpec(
         _A.ConvNeXtTiny, "none", 224, 32, "convnext_tiny_stage_3", "Liu et al. 2022, A ConvNet for the 2020s",
-        "convnext_tiny_notop.h5"),
+        "convnext_tiny_notop.h5", pooling="avg"),
     # block13_: the exit flow, 33%.
     "xception": BackboneSpec(
         _A.Xception, "tf", 299, 71, "block13_",
@@ -216,7 +226,8 @@ class Backbone:
         name: the BACKBONES or zoo name, or the file/export's network name.
         preprocessing: a Keras layer named "preprocessing" (raw 0-255 pixels in).
         features: a ``keras.Model`` from preprocessed images to the feature map
-            (4-D), or to feature vectors (2-D) for MLP-like networks.
+            (4-D), or to feature vectors (2-D) for MLP-like networks and for
+            networks that pool themselves (``BackboneSpec.pooling``, ConvNeXt).
         input_shape: the raw (H, W, C) images it takes.
         fine_tune_from: layer-name prefix where fine-tuning usually starts.
         source: what it was loaded from (a name or a path).
@@ -283,7 +294,7 @@ def _applications_backbone(name: str, input_shape, weights) -> Backbone:
         features = weights_module.imagenet_model(name, spec, shape)
     else:
         path = weights_module.weights_path(weights) if weights is not None else None
-        features = spec.constructor(include_top=False, weights=None, input_shape=shape)
+        features = spec.constructor(include_top=False, weights=None, input_shape=shape, pooling=spec.pooling)
         if path:
             weights_module.load_weights(features, path, f"backbone {name!r}")
             if spec.imagenet_rescale_fix and not path.endswith(".weights.h5"):

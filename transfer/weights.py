@@ -103,7 +103,7 @@ def imagenet_model(name: str, spec, shape: tuple) -> keras.Model:
                                                    "(CNN_CLASSROOM_OFFLINE is set)")
     _check_cached_weights(name, os.path.join(cache, filename))
     try:
-        return spec.constructor(include_top=False, weights="imagenet", input_shape=shape)
+        return spec.constructor(include_top=False, weights="imagenet", input_shape=shape, pooling=spec.pooling)
     except Exception as error:  # a failed download comes as a bare Exception
         url = _download_failure(error)
         if url is None:
