@@ -4,6 +4,7 @@
     python predict.py saved_models/lenet5-digits/2 images/ --json
     python predict.py saved_models/lenet5-digits/2/formats/model_int8.tflite images/
     python predict.py saved_models/lenet5-digits --format onnx images/
+    python predict.py saved_models/lenet5-digits images/ --explain heatmaps/ --json
 
 The work is done by ``training.predictions``; this file reads the command
 line and prints.  The export may be a version folder or a model folder (its newest version is
@@ -24,9 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # The choices are written out, not imported: importing augment or serving loads Keras, and --help should not
-# wait for it.  tests/test_exports.py checks they match augment.tta.MODES and exports.formats.FORMATS.
+# wait for it.  tests/test_exports.py checks they match augment.tta.MODES and exports.formats.FORMATS,
+# tests/test_explain.py that EXPLAIN_METHODS matches explain.METHODS.
 TTA_MODES = ("none", "flip", "ten_crop", "shift")
 FORMATS = ("tflite", "tflite_fp16", "tflite_int8", "onnx")
+EXPLAIN_METHODS = ("gradcam", "occlusion", "integrated_gradients")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="average over mirrored views, AlexNet's ten crops, or one-pixel shifts (mirroring "
                              "only when the model was trained with flips)")
+    parser.add_argument("--explain", metavar="DIR",
+                        help="write each image's class heatmap for its top class into DIR: NNN-NAME.heatmap.npy "
+                             "(the file's height x width, values in [0, 1]) and NNN-NAME.overlay.png (SavedModel "
+                             "exports only)")
+    parser.add_argument("--explain-method", default="gradcam", choices=EXPLAIN_METHODS,
+                        help="gradcam (Grad-CAM), occlusion, or integrated_gradients")
     return parser
 
 
@@ -58,7 +67,8 @@ def main(argv=None) -> int:
     try:
         from training.predictions import classify
 
-        result = classify(args.export, args.images, format_name=args.format, top_k=args.top_k, tta=args.tta)
+        result = classify(args.export, args.images, format_name=args.format, top_k=args.top_k, tta=args.tta,
+                          explain_dir=args.explain, method=args.explain_method)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -68,6 +78,8 @@ def main(argv=None) -> int:
         for prediction in result["predictions"]:
             tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in prediction["top"])
             print(f"{prediction['path']}: {tops}")
+            if "explanation" in prediction:
+                print(f"  heatmap of {prediction['explanation']['class']}: {prediction['explanation']['overlay']}")
         for item in result["skipped"]:
             print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     return 0

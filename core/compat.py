@@ -156,6 +156,30 @@ def scale_normalization_variance(layer, factors) -> None:
     layer.finalize_state()
 
 
+# --- Keras: a functional model's graph, layer by layer ------------------------------------------------
+
+def is_functional(model) -> bool:
+    """Whether ``model`` is a functional Keras model (a graph of layer calls), not a subclassed one.
+    Assumes ``keras.src.models.functional.Functional`` is the class of ``keras.Model(inputs, outputs)``."""
+    functional = _private_module("keras.src.models.functional", "the Functional model class")
+    check("keras.src.models.functional.Functional is the class of keras.Model(inputs, outputs)",
+          lambda: hasattr(functional, "Functional"))
+    return isinstance(model, functional.Functional)
+
+
+def run_graph(model, inputs, call):
+    """Runs a functional ``model``'s graph on ``inputs`` (tensors of another graph, or arrays), with each layer
+    call made by ``call(layer, *args, **kwargs)``; returns the outputs, structured as the model's.
+
+    ``explain.graph`` opens nested models this way: ``keras.models.clone_model(..., call_function=...)`` runs the
+    same loop but then builds a model from the new tensors, which fails when they belong to an outer graph
+    ("Output ... is not connected to inputs").  Assumes ``Function._run_through_graph(inputs, operation_fn,
+    call_fn)`` calls ``call_fn(operation_fn(op), *args, **kwargs)`` for each node, as in keras 3.15.1."""
+    check("functional models have _run_through_graph(inputs, operation_fn, call_fn)",
+          lambda: "call_fn" in inspect.signature(model._run_through_graph).parameters)
+    return model._run_through_graph(inputs, operation_fn=lambda operation: operation, call_fn=call)
+
+
 # --- Keras and TensorFlow: multi-worker fit ---------------------------------------------------------
 
 

@@ -44,6 +44,29 @@ class LoadedExport:
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
+    def keras_model(self):
+        """The export's Keras model (``assets/model.keras``): the same network as its signature, with its layers
+        reachable, for what needs more than the signature's outputs (class heatmaps).  Loaded on first use."""
+        if getattr(self, "_keras", None) is None:
+            self._keras = load_keras_model(self.path)
+        return self._keras
+
+
+def load_keras_model(version_dir: str):
+    """``assets/model.keras`` of an export, loaded safely (no code from the file runs).  The zoo's and
+    transfer's own layers must be registered first (importing ``zoo`` and ``transfer`` does it)."""
+    import keras
+
+    path = os.path.join(version_dir, "assets", "model.keras")
+    if not os.path.isfile(path):
+        raise UserError(f"Export {version_dir!r} has no assets/model.keras (written by an older version); "
+                        "export its run again")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"Could not load the Keras model of {version_dir!r}: {reason}") from None
+
 
 def read_metadata(path: str) -> tuple[str, dict]:
     """(version directory, its ``assets/metadata.json``) of an export, without loading the model."""

@@ -7,6 +7,9 @@
     POST /v1/models/NAME[/versions/V|/labels/L]:regress    the same, answered with one value each
     POST /v1/models/NAME[/versions/V]:upload               image files (multipart/form-data) -> top-k classes
                                                           (also on :classify with a multipart content type)
+    POST /v1/models/NAME[/versions/V|/labels/L]:explain    {"instances": ...} or {"inputs": ...} -> heatmaps
+                                                          (KServe's verb; this toolkit's exports), or image
+                                                          files as for :upload -> top-k classes and heatmaps
     GET  /monitoring/prometheus/metrics
     GET  /                                        a page to drop an image on
     GET  /api/models                              what the page lists
@@ -104,7 +107,30 @@ def build_app(service: Service, metrics: Metrics):
         _, _, values = await service.regress(*await examples(spec, request))
         return {"results": values}
 
-    async def upload(spec, request):
+    async def explain(spec, request):
+        """TF Serving's request shapes in, ``{"predictions": [{"heatmaps", "class_ids", "classes",
+        "probabilities"}]}`` out (or ``{"outputs": ...}`` for columnar input), as :predict answers; the query's
+        ``class_index`` and ``method`` pick the class and the method.  Image files (multipart) answer as :upload
+        does, each prediction with its heatmap."""
+        method = request.query_params.get("method", "gradcam")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            files, top_k = await read_upload(request)
+            return await service.upload_explain(spec.name, spec.version, files, top_k, label=spec.label,
+                                                method=method)
+        servable = service.explainable(spec.name, spec.version, spec.label)
+        body = await read_body(request, settings.max_body_bytes)
+        _, inputs, columnar = parse_predict_body(body, servable.signatures, settings.max_instances)
+        class_index = request.query_params.get("class_index")
+        if class_index is not None and not class_index.isdigit():
+            raise invalid(f"class_index must be a class number, got {class_index!r}")
+        if "images" not in inputs:
+            raise invalid(f"{spec.name} explains its 'images' input; the request gives {', '.join(inputs)}")
+        _, outputs = await service.explain(spec, inputs["images"], method=method, servable=servable,
+                                           class_index=None if class_index is None else int(class_index))
+        return format_predict(outputs, columnar)
+
+    async def read_upload(request):
+        """(files, top_k) of a multipart upload, checked against the limits."""
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise invalid("POST image files as multipart/form-data (curl -F file=@photo.jpg); for arrays of "
@@ -128,12 +154,16 @@ def build_app(service: Service, metrics: Metrics):
         top_k = request.query_params.get("top_k")
         if top_k is not None and not top_k.isdigit():
             raise invalid(f"top_k must be a positive integer, got {top_k!r}")
-        return await service.upload(spec.name, spec.version, files, None if top_k is None else int(top_k),
-                                    label=spec.label)
+        return files, None if top_k is None else int(top_k)
+
+    async def upload(spec, request):
+        files, top_k = await read_upload(request)
+        return await service.upload(spec.name, spec.version, files, top_k, label=spec.label)
 
     handlers = {("GET", None, False): status, ("GET", None, True): metadata,
                 ("POST", "predict", False): predict, ("POST", "classify", False): classify,
-                ("POST", "regress", False): regress, ("POST", "upload", False): upload}
+                ("POST", "regress", False): regress, ("POST", "upload", False): upload,
+                ("POST", "explain", False): explain}
 
     async def models_route(request: Request) -> Response:
         start = time.perf_counter()

@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import threading
+import weakref
 
 import numpy as np
 
+from explain import METHODS as EXPLAIN_METHODS, explain as explain_images
+from exports.load import load_keras_model
 from imagesets.images import load_image, problem
 from server.errors import ServingError, invalid
 from server.models import Manager
@@ -37,6 +41,8 @@ class Service:
     def __init__(self, manager: Manager, settings: Settings, reload=None):
         self.manager, self.settings = manager, settings
         self._reload = reload  # ModelServerConfig -> None, when the server runs from a model list
+        self._keras_models = weakref.WeakKeyDictionary()  # servable -> its export's Keras model, for :explain
+        self._keras_lock = threading.Lock()
 
     # --- model status and metadata ----------------------------------------------------------------------
 
@@ -212,6 +218,73 @@ class Service:
                                  "top": [{"class": servable.class_names[i], "probability": float(row[i])}
                                          for i in np.argsort(-row)[:k]]}
                                 for (filename, _), row in zip(files, probabilities)]}
+
+    # --- explain: class heatmaps (KServe's verb; this toolkit's exports) ------------------------------------
+
+    def keras_model(self, servable):
+        """The export's Keras model (``assets/model.keras``), loaded once per version on first use."""
+        with self._keras_lock:
+            model = self._keras_models.get(servable)
+            if model is None:
+                try:
+                    model = self._keras_models[servable] = load_keras_model(servable.path)
+                except Exception as error:  # UserError: no model.keras (an older export), or it does not load
+                    raise ServingError("FAILED_PRECONDITION", str(error)) from None
+            return model
+
+    def explainable(self, name: str, version: int | None, label: str | None):
+        servable = self.servable(name, version, label)
+        if servable.extras is None:
+            raise invalid(f"{name} is not an image classifier exported by this toolkit (its export has no "
+                          "assets/metadata.json): :explain needs the export's Keras model")
+        return servable
+
+    async def explain(self, spec: Spec, images: np.ndarray, *, class_index=None, method: str = "gradcam",
+                      servable=None) -> tuple[object, dict[str, np.ndarray]]:
+        """(the version that answered, ``{"heatmaps": (N, H, W) in [0, 1], "class_ids", "classes",
+        "probabilities"}``): the heatmap of each image's top class, or of ``class_index``."""
+        servable = servable or self.explainable(spec.name, spec.version, spec.label)
+        if method not in EXPLAIN_METHODS:
+            raise invalid(f"Unknown method {method!r} (valid: {', '.join(EXPLAIN_METHODS)})")
+        shape = tuple(servable.input_shape)
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            raise invalid(f"{spec.name} explains images of shape [-1,{','.join(map(str, shape))}], got "
+                          f"{list(images.shape)}")
+        if len(images) > self.settings.max_images:
+            raise invalid(f"{len(images)} images in one :explain request; the limit is {self.settings.max_images}")
+        _, _, outputs = await self.predict(Spec(spec.name, servable.version), {"images": images.astype(np.float32)},
+                                           servable=servable)
+        probabilities = np.asarray(outputs["probabilities"])
+        classes = probabilities.argmax(axis=1) if class_index is None else np.broadcast_to(
+            np.asarray(class_index, np.int64), (len(images),))
+        if ((classes < 0) | (classes >= len(servable.class_names))).any():
+            raise invalid(f"class_index must be in [0, {len(servable.class_names)}), got {class_index!r}")
+
+        def compute():
+            return explain_images(self.keras_model(servable), images.astype(np.float32), method, classes)
+
+        try:
+            heatmaps = await asyncio.get_running_loop().run_in_executor(None, compute)
+        except ValueError as error:  # a network without feature maps for Grad-CAM
+            raise invalid(str(error)) from None
+        return servable, {"heatmaps": heatmaps, "class_ids": classes.astype(np.int64),
+                          "classes": np.array([servable.class_names[i] for i in classes], dtype=object),
+                          "probabilities": probabilities}
+
+    async def upload_explain(self, name: str, version: int | None, files: list[tuple[str, bytes]],
+                             top_k: int | None = None, label: str | None = None, method: str = "gradcam") -> dict:
+        """The upload's answer, each prediction with the ``heatmap`` of its top class (rows of the model's input
+        height, values in [0, 1] to three decimals): what the page draws over the dropped image."""
+        servable = self.explainable(name, version, label)
+        answer = await self.upload(name, servable.version, files, top_k)
+        images = await asyncio.get_running_loop().run_in_executor(None, self.decode, servable, files)
+        _, outputs = await self.explain(Spec(name, servable.version), images, method=method, servable=servable)
+        for prediction, heatmap in zip(answer["predictions"], outputs["heatmaps"]):
+            prediction["heatmap"] = np.round(heatmap, 3).tolist()
+            # Grad-CAM keeps only positive evidence; a tanh network such as the paper's LeNet-5 can have none at
+            # its last maps, and a blank map should not pass for "looked nowhere".
+            prediction["method"], prediction["blank"] = method, bool(heatmap.max() <= 0)
+        return answer
 
 
 def _text(value) -> str:

@@ -543,3 +543,24 @@ def test_a_session_runs_a_feed_that_python_s_shape_check_would_refuse():
             session.run(y, {x: np.array([1.0, 2.0, 5.0], np.float32)})
         (answer,) = compat.run_session_unchecked(session, [y], {x: np.array([1.0, 2.0, 5.0], np.float32)})
     assert answer.tolist() == [2.5, 3.0, 4.5]  # as TF Serving answers its half_plus_two
+
+
+def test_run_graph_calls_each_layer_through_the_callback_even_on_another_graphs_tensors():
+    inner_input = keras.Input((4,))
+    inner = keras.Model(inner_input, keras.layers.Dense(3, name="inner_dense")(inner_input), name="inner")
+    outer_input = keras.Input((4,))
+    outer = keras.Model(outer_input, keras.layers.Dense(2, name="outer_dense")(inner(outer_input)))
+    check("keras.Model(inputs, outputs) is Functional, a subclassed model is not",
+          compat.is_functional(outer) and not compat.is_functional(keras.Sequential()))
+    seen = []
+
+    def call(layer, *args, **kwargs):
+        seen.append(layer.name)
+        if compat.is_functional(layer):
+            return compat.run_graph(layer, args[0], call)  # opened: its layers run on the outer graph's tensors
+        return layer(*args, **kwargs)
+
+    x = np.ones((1, 4), np.float32)
+    out = compat.run_graph(outer, keras.ops.convert_to_tensor(x), call)
+    check("run_graph calls call_fn(layer, ...) for each layer, nested models included",
+          seen == ["inner", "inner_dense", "outer_dense"] and np.allclose(np.asarray(out), np.asarray(outer(x))))

@@ -1,4 +1,4 @@
-"""The page at ``/``: a person drops an image and reads the top classes as bars.  Driven in Debian's headless
+"""The page at ``/``: a person drops an image and reads the top classes as bars, with the class heatmap over it.  Driven in Debian's headless
 Chromium through Selenium and its chromedriver; the screenshot is kept in build/test-artifacts/."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import base64
 import os
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -85,6 +86,33 @@ def test_a_dropped_image_is_classified_and_shown_as_bars(tmp_path, browser):
         answer = httpx.post(f"{server.url}/v1/models/lenet5-digits:classify", params={"top_k": 5},
                             files=[("file", (photo.name, photo.read_bytes(), "image/png"))]).json()
         assert [t["class"] for t in answer["predictions"][0]["top"]] == classes
+
+        # The heatmap of the top class lies over the dropped image, and the switch hides it.
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-explained") == photo.name)
+        figure = browser.find_element(By.ID, "figure")
+        heatmap = browser.find_element(By.ID, "heatmap")
+        assert heatmap.is_displayed() and heatmap.size == pytest.approx(
+            {k: v - 2 for k, v in browser.find_element(By.ID, "preview").size.items()}, abs=1)
+        shown, hidden = tmp_path / "heatmap-shown.png", tmp_path / "heatmap-hidden.png"
+        assert browser.save_screenshot(str(shown))
+        browser.find_element(By.ID, "show-heatmap").click()
+        assert not heatmap.is_displayed()
+        assert browser.save_screenshot(str(hidden))
+        box = figure.rect
+        crop = (int(box["x"]) + 2, int(box["y"]) + 2, int(box["x"] + box["width"]) - 2, int(box["y"] + box["height"]) - 2)
+
+        def colours(path):  # shares of the image's pixels in colour, warm (evidence) and cool: the digit is grey
+            with Image.open(path) as shot:
+                pixels = np.asarray(shot.convert("RGB").crop(crop), np.int16)
+            red, blue = pixels[..., 0], pixels[..., 2]
+            return (float(((pixels.max(axis=-1) - pixels.min(axis=-1)) > 40).mean()),
+                    float((red > blue + 60).mean()), float((blue > red + 60).mean()))
+
+        coloured, warm, cool = colours(shown)
+        assert coloured > 0.5 and warm > 0.02 and cool > 0.02, (coloured, warm, cool)  # a map, not a tint
+        assert colours(hidden)[0] < 0.01
+        assert browser.find_element(By.ID, "method").text in ("Grad-CAM", "occlusion")
+        browser.find_element(By.ID, "show-heatmap").click()
 
         os.makedirs(ARTIFACTS, exist_ok=True)
         shot = os.path.join(ARTIFACTS, "serve-page.png")
