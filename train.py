@@ -47,7 +47,14 @@ def _export(argv):
     return main(argv)
 
 
+def _audit(argv):
+    from audit.command import main
+    return main(argv)
+
+
 def _serve(argv):
+    if not asks_for_help(argv):
+        import transfer, zoo  # noqa: F401,E401 - their layers, for the Keras models that :explain loads from exports
     from server.command import main
     return main(argv)
 
@@ -55,7 +62,7 @@ def _serve(argv):
 # "python train.py NAME ...": each takes the training flags (training.config.resolve_config) plus its own group;
 # serve takes only its own (server.command).
 SUBCOMMANDS = {"search": _search, "find-lr": _find_lr, "compare": _compare, "ensemble": _ensemble,
-               "export": _export, "serve": _serve}
+               "export": _export, "serve": _serve, "audit": _audit}
 
 
 def build_parser():

@@ -46,7 +46,7 @@ def _resize_arrays(images: np.ndarray, size, channels) -> np.ndarray:
 
 
 def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: int | None = None,
-         val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
+         val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, exclude=()) -> ImageSet:
     """Loads the dataset ``spec`` (see ``SOURCES``).
 
     Args:
@@ -58,6 +58,7 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
         val_fraction, test_fraction: shares carved per class when a source has no
             such split (test only for sources without a test split).
         seed: the split's seed.
+        exclude: (path, reason) pairs of a folder's files to leave out (``--exclude``).
 
     Raises:
         UserError: unknown source, missing files, unusable folder.
@@ -67,15 +68,17 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
     for name, share in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= share < 0.9:
             raise UserError(f"{name} must be in [0, 0.9), got {share}")
-    skipped, ignored = [], None
+    skipped, ignored, scan = [], None, None
     kind, _, arg = spec.partition(":")
+    if exclude and not (kind == "folder" and arg):
+        raise UserError(f"--exclude leaves out files of a folder dataset; {spec!r} is not a folder:PATH")
     if kind == "folder" and arg:
         from imagesets.folder import folder
 
         if image_size is None:
             raise UserError("folder datasets need an image size (--image-size H W)")
-        class_names, train, test, val, skipped, ignored = folder(arg, image_size=tuple(image_size),
-                                                                 channels=channels or 3)
+        class_names, train, test, val, skipped, ignored, scan = folder(arg, image_size=tuple(image_size),
+                                                                       channels=channels or 3, exclude=exclude)
     elif kind == "tfds" and arg:
         from imagesets.tfds_source import tfds_dataset
 
@@ -100,4 +103,4 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
 
     # One stable name per source keeps run names and exports readable.
     return from_arrays(spec, class_names, fit(train), fit(test), fit(val), val_fraction=val_fraction,
-                       test_fraction=test_fraction, seed=seed, skipped=skipped, ignored=ignored)
+                       test_fraction=test_fraction, seed=seed, skipped=skipped, ignored=ignored, scan=scan)

@@ -27,6 +27,9 @@ class ImageSet:
         ignored: (path, reason) for the files a folder source did not look at
             (OS litter, hidden folders, files outside class folders); None for
             sources that are not folders.
+        files: split name -> the file of each row (folder sources; None otherwise).
+        checks: what the scan found about copies (``imagesets.copies.cheap_checks``; folders only).
+        excluded: (path, reason) for the files left out by ``--exclude``.
     """
 
     name: str
@@ -34,6 +37,9 @@ class ImageSet:
     arrays: dict[str, tuple[np.ndarray, np.ndarray]]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     ignored: list[tuple[str, str]] | None = None
+    files: dict[str, list[str]] | None = None
+    checks: dict | None = None
+    excluded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -52,13 +58,16 @@ class ImageSet:
                      for label, name in enumerate(self.class_names)}
         used = sum(self.counts().values())
         ignored = self.ignored or []
+        seen = used + len(self.skipped) + len(ignored) + len(self.excluded)
         return {
             "dataset": self.name,
-            "files_seen": used + len(self.skipped) + len(ignored) if self.ignored is not None else None,
-            "used": used, "skipped": len(self.skipped), "ignored": len(ignored),
+            "files_seen": seen if self.ignored is not None else None,
+            "used": used, "skipped": len(self.skipped), "ignored": len(ignored), "excluded": len(self.excluded),
             "classes": per_class,
             "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "ignored_files": [{"path": path, "reason": reason} for path, reason in ignored],
+            "excluded_files": [{"path": path, "reason": reason} for path, reason in self.excluded],
+            "copies": self.checks,
         }
 
     def dataset(self, split: str):
@@ -85,7 +94,8 @@ class ImageSet:
         return self.dataset("test")
 
 
-def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
+                     groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Splits indices per class, so every split keeps every class it can.
 
     ``fractions`` maps split names (other than "train") to shares of each class;
@@ -93,7 +103,21 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
     least one image in every split, which matters for the 5-images-a-class
     folders of a first transfer-learning project.  Seeded, so a rerun sees the
     same split.
+
+    ``groups`` (one id per item, ``imagesets.copies.group_ids``) keeps each
+    group of copies on one side: a group is split as one item, of the class
+    of its first member, so a copy never lands in training with its twin in
+    the test split.  Without groups of two or more, the split is the same as
+    without ``groups``.
     """
+    labels = np.asarray(labels)
+    if groups is not None:
+        groups = np.asarray(groups)
+        first = np.flatnonzero(groups == np.arange(len(groups)))  # each group's first member stands for it
+        if len(first) < len(groups):
+            chosen = stratified_split(labels[first], fractions, seed)
+            member = {int(g): name for name, index in chosen.items() for g in first[index]}
+            return {name: np.flatnonzero([member[int(g)] == name for g in groups]) for name in chosen}
     rng = np.random.default_rng(seed)
     parts = {name: [] for name in ("train", *fractions)}
     for label in np.unique(labels):
@@ -114,8 +138,13 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
 
 
 def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, test_fraction, seed, skipped=(),
-                ignored=None):
-    """Builds an ImageSet, carving whichever of val/test the source lacks out of train."""
+                ignored=None, scan=None):
+    """Builds an ImageSet, carving whichever of val/test the source lacks out of train.
+
+    ``scan`` (a folder's ``imagesets.folder.Scan``) gives each row's file and
+    group of copies: the carved splits keep each group on one side, and the
+    ImageSet knows each row's file and what the cheap checks found.
+    """
     images, labels = train
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     carve = {}
@@ -123,9 +152,22 @@ def from_arrays(name, class_names, train, test=None, val=None, *, val_fraction, 
         carve["test"] = test_fraction
     if val is None:
         carve["val"] = val_fraction
-    parts = stratified_split(labels, carve, seed)
+    train_groups = None
+    if scan is not None:
+        train_groups = scan.groups["train"]
+    parts = stratified_split(labels, carve, seed, groups=train_groups)
     arrays = {split: (take(images, index), labels[index]) for split, index in parts.items()}
+    files = None
+    if scan is not None:
+        files = {split: [scan.files["train"][i] for i in index] for split, index in parts.items()}
     for split, given in (("val", val), ("test", test)):
         if given is not None:
             arrays[split] = (given[0], np.asarray(given[1]).astype(np.int64).reshape(-1))
-    return ImageSet(name, list(class_names), arrays, list(skipped), None if ignored is None else list(ignored))
+            if scan is not None:
+                files[split] = list(scan.files[split])
+    data = ImageSet(name, list(class_names), arrays, list(skipped), None if ignored is None else list(ignored),
+                    files=files)
+    if scan is not None:
+        data.checks = scan.checks(files, arrays, given_split=bool(set(scan.files) - {"train"}), dataset=name)
+        data.excluded = list(scan.excluded)
+    return data

@@ -17,6 +17,7 @@ folders).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,7 +27,7 @@ import numpy as np
 from core.errors import UserError
 from core.progress import Progress
 from core.rows import take
-from imagesets import cache
+from imagesets import cache, copies
 from imagesets.images import is_hidden, list_images, load_image, problem
 
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
@@ -43,37 +44,48 @@ def check_folder(path: str) -> None:
         raise UserError(f"Dataset path {path!r} is a file; expected a folder with one sub-folder per class")
 
 
-def _decode_all(files, size, channels, store, title="Reading images") -> list:
-    """Decodes ``files``, handing each usable image to ``store(i, array)``; each file's skip reason or None.
+def _decode_all(files, size, channels, store, title="Reading images") -> dict:
+    """Decodes ``files``, handing each usable image to ``store(i, array)``.
 
-    Decoded by a thread pool: PIL releases the GIL while it decodes, so the
-    files are decoded in parallel.  Each image is stored as soon as it is
-    decoded, so the scan holds a few images, not the folder.  Progress is
-    shown as they finish.
+    Returns ``{"errors": [each file's skip reason or None], "hashes": [each
+    usable file's [bytes hash, pixels hash] or None]}`` (``imagesets.copies``):
+    the scan's cheap checks for copies cost one more read of a file the
+    decoder has just read.  Decoded by a thread pool: PIL releases the GIL
+    while it decodes, so the files are decoded in parallel.  Each image is
+    stored as soon as it is decoded, so the scan holds a few images, not the
+    folder.  Progress is shown as they finish.
     """
     def decode(index, path):
         try:
             array = load_image(path, size, channels)
         except Exception as error:  # PIL raises many types for bad files
-            return problem(error)
+            return problem(error), None
         store(index, array)  # outside the try: a full disk is not a bad image
-        return None
+        return None, [copies.file_hash(path), copies.pixel_hash(array)]
 
     progress = Progress(len(files), label=title)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
     try:
         futures = [pool.submit(decode, index, path) for index, path in enumerate(files)]
         for future in as_completed(futures):
-            progress.update(skipped=int(future.result() is not None))
+            progress.update(skipped=int(future.result()[0] is not None))
     finally:
         # On Ctrl-C, drop the files not started yet instead of decoding the rest of the folder first.
         pool.shutdown(wait=True, cancel_futures=True)
     progress.close()
-    return [future.result() for future in futures]
+    results = [future.result() for future in futures]
+    return {"errors": [error for error, _ in results], "hashes": [hashes for _, hashes in results]}
+
+
+def _hashes_of(files, pixels, errors) -> list:
+    """The scan's hashes for a cache entry written before the scan kept them: read once more, not kept."""
+    return [None if error else [copies.file_hash(path), copies.pixel_hash(pixels[i])]
+            for i, (path, error) in enumerate(zip(files, errors))]
 
 
 def _decoded(files, size, channels, title):
-    """(pixels of every file, row i for file i; every file's skip reason or None), decoded once.
+    """(pixels of every file, row i for file i; every file's skip reason or None; every file's hashes), decoded
+    once.
 
     The pixels come from the folder's image cache (``imagesets.cache``),
     written by the first load; when the cache cannot be written, they are
@@ -81,8 +93,12 @@ def _decoded(files, size, channels, title):
     """
     row_shape = (size[0], size[1], channels)
     try:
-        return cache.load_or_build(files, row_shape,
-                                   lambda store: _decode_all(files, size, channels, store, title))
+        pixels, meta = cache.load_or_build_rows(cache.source_key(files, row_shape), len(files), row_shape,
+                                                lambda store: _decode_all(files, size, channels, store, title))
+        hashes = meta.get("hashes")
+        if not isinstance(hashes, list) or len(hashes) != len(files):
+            hashes = _hashes_of(files, pixels, meta["errors"])
+        return pixels, meta["errors"], hashes
     except OSError as error:
         print(f"Note: cannot write the image cache under {cache.cache_root()!r} ({error}); holding the images "
               f"in memory instead (set {cache.CACHE_ENV} to a writable folder)", file=sys.stderr)
@@ -91,7 +107,8 @@ def _decoded(files, size, channels, title):
     def store(index, array):
         pixels[index] = array
 
-    return pixels, _decode_all(files, size, channels, store, title)
+    decoded = _decode_all(files, size, channels, store, title)
+    return pixels, decoded["errors"], decoded["hashes"]
 
 
 def _list_split(root: str, class_names: list[str]):
@@ -105,22 +122,65 @@ def _list_split(root: str, class_names: list[str]):
     return files, labels
 
 
-def _read_splits(listed, size, channels, skipped, title):
-    """(images, labels) per split, the images rows of the decoded files; skipped files appended in order."""
+@dataclasses.dataclass
+class Scan:
+    """What the scan knows of each used file besides its pixels: its path and hashes, split by split, and
+    the files ``--exclude`` left out."""
+
+    root: str
+    files: dict[str, list[str]]
+    hashes: dict[str, list]
+    excluded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def groups(self) -> dict[str, np.ndarray]:
+        """Each split's rows' groups of copies (``imagesets.copies.group_ids``)."""
+        return {split: copies.group_ids([h[0] for h in hashes], [h[1] for h in hashes])
+                for split, hashes in self.hashes.items()}
+
+    def checks(self, files: dict[str, list[str]], arrays: dict, *, given_split: bool, dataset: str) -> dict:
+        """The cheap checks over the splits as carved (``imagesets.copies.cheap_checks``)."""
+        hash_of = {path: h for split in self.files for path, h in zip(self.files[split], self.hashes[split])}
+        listed = [(path, split, label) for split in files for path, label in zip(files[split], arrays[split][1])]
+        ids = copies.group_ids([hash_of[p][0] for p, _, _ in listed], [hash_of[p][1] for p, _, _ in listed])
+        return copies.cheap_checks([os.path.relpath(p, self.root) for p, _, _ in listed],
+                                   np.array([label for _, _, label in listed]), [s for _, s, _ in listed], ids,
+                                   given_split=given_split, dataset=dataset)
+
+
+def excluded_paths(root: str, paths) -> dict[str, str]:
+    """``{absolute path: why}`` for ``paths`` (relative to ``root``, or absolute)."""
+    found = {}
+    for path, reason in paths:
+        full = path if os.path.isabs(path) else os.path.join(root, path)
+        found[os.path.normpath(os.path.abspath(full))] = reason
+    return found
+
+
+def _read_splits(listed, size, channels, skipped, title, exclude=None):
+    """(images, labels, files, hashes) per split, the images rows of the decoded files; skipped files appended
+    in order; the files ``exclude`` names ({absolute path: reason}) left out, as (path, reason)."""
     files = [path for split_files, _ in listed.values() for path in split_files]
-    pixels, errors = _decoded(files, size, channels, title)
-    arrays, position = {}, 0
+    pixels, errors, hashes = _decoded(files, size, channels, title)
+    arrays, position, excluded = {}, 0, []
+    exclude = exclude or {}
     for split, (split_files, labels) in listed.items():
-        rows, kept = [], []
+        rows, kept, kept_files, kept_hashes = [], [], [], []
         for path, label in zip(split_files, labels):
+            reason = exclude.get(os.path.normpath(os.path.abspath(path)))
             if errors[position]:
                 skipped.append((path, errors[position]))
+            elif reason is not None:
+                excluded.append((path, reason))
             else:
                 rows.append(position)
                 kept.append(label)
+                kept_files.append(path)
+                kept_hashes.append(hashes[position])
             position += 1
-        arrays[split] = take(pixels, np.asarray(rows, np.int64)), np.asarray(kept, np.int64)
-    return arrays
+        arrays[split] = (take(pixels, np.asarray(rows, np.int64)), np.asarray(kept, np.int64), kept_files,
+                         kept_hashes)
+    return arrays, excluded
 
 
 def ignored_files(root: str, read: set[str]) -> list[tuple[str, str]]:
@@ -143,13 +203,20 @@ def ignored_files(root: str, read: set[str]) -> list[tuple[str, str]]:
     return ignored
 
 
-def folder(path: str, *, image_size: tuple[int, int], channels: int):
+def folder(path: str, *, image_size: tuple[int, int], channels: int, exclude=()):
     """Reads a class-per-folder tree.
 
+    Args:
+        exclude: (path, reason) pairs of files to leave out (``--exclude``),
+            paths relative to ``path`` or absolute; they are still decoded
+            into the image cache, so leaving files out does not decode the
+            folder again.
+
     Returns:
-        (class_names, train, test_or_None, val_or_None, skipped, ignored): the
-        splits as (images, labels); ``skipped`` and ``ignored`` are (path,
-        reason) lists of files not used as images and files not looked at.
+        (class_names, train, test_or_None, val_or_None, skipped, ignored, scan):
+        the splits as (images, labels); ``skipped`` and ``ignored`` are (path,
+        reason) lists of files not used as images and files not looked at;
+        ``scan`` (a ``Scan``) each used file's path and hashes.
     """
     path = os.path.expanduser(path)  # "folder:~/photos" reaches us unexpanded: the shell expands only a leading ~
     check_folder(path)
@@ -174,7 +241,11 @@ def folder(path: str, *, image_size: tuple[int, int], channels: int):
             listed[split] = _list_split(split_roots[split], class_names)
     read = {file for files, _ in listed.values() for file in files}
     skipped: list[tuple[str, str]] = []
-    splits = _read_splits(listed, image_size, channels, skipped, title=f"Reading {path}")
+    splits, excluded = _read_splits(listed, image_size, channels, skipped, title=f"Reading {path}",
+                                    exclude=excluded_paths(path, exclude))
+    scan = Scan(path, {split: part[2] for split, part in splits.items()},
+                {split: part[3] for split, part in splits.items()}, excluded)
+    splits = {split: part[:2] for split, part in splits.items()}
     train = splits["train"]
     if len(train[1]) == 0:
         raise UserError(f"Dataset folder {train_root!r} holds no readable images "
@@ -183,4 +254,4 @@ def folder(path: str, *, image_size: tuple[int, int], channels: int):
     if missing:
         raise UserError(f"Class folders with no readable images in {train_root!r}: {', '.join(missing)}; "
                         "add images or remove these folders")
-    return class_names, train, splits.get("test"), splits.get("val"), skipped, ignored_files(path, read)
+    return (class_names, train, splits.get("test"), splits.get("val"), skipped, ignored_files(path, read), scan)

@@ -492,13 +492,13 @@ print("HEAVY", heavy)
 
 
 def test_help_of_every_command_answers_without_starting_tensorflow():
-    commands = [[name] for name in ("search", "find-lr", "compare", "ensemble", "export", "serve")]
+    commands = [[name] for name in ("search", "find-lr", "compare", "ensemble", "export", "audit", "serve")]
     result = subprocess.run([sys.executable, "-c", HELP_CHECK % commands], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY []" in result.stdout, result.stdout[-500:]
     top = result.stdout
-    for name in ("search", "find-lr", "compare", "ensemble", "export", "serve"):
+    for name in ("search", "find-lr", "compare", "ensemble", "export", "audit", "serve"):
         assert name in top.split("options:")[0], name  # the top-level help names every subcommand
 
 
@@ -518,3 +518,12 @@ def test_the_flags_choices_named_for_a_quick_help_are_their_owners():
     assert config.OPTIMIZERS == training.optim.OPTIMIZERS and config.SCHEDULES == training.optim.SCHEDULES
     assert tuning.command.TUNERS == tuning.search.TUNERS and tuning.command.OBJECTIVES == tuning.search.OBJECTIVES
     assert tuning.command.SPACE_NAMES == tuple(tuning.space.SPACES)
+    import audit.command
+    import audit.confident
+    import audit.duplicates
+    import audit.probabilities
+
+    assert audit.command.SELF_EPOCHS == audit.probabilities.SELF_EPOCHS
+    assert audit.command.THRESHOLD == audit.confident.THRESHOLD
+    assert (audit.command.HASH_DISTANCE, audit.command.SIMILARITY) == (audit.duplicates.HASH_DISTANCE,
+                                                                       audit.duplicates.SIMILARITY)

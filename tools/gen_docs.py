@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLI_PAGE = "docs/reference/cli.md"
 MODELS_PAGE = "docs/reference/models.md"
-BLOCK_PAGES = ("docs/benchmarks.md", "README.md", "docs/guides/serve.md")
+BLOCK_PAGES = ("docs/benchmarks.md", "README.md", "docs/guides/serve.md", "docs/guides/audit-a-folder.md")
 
 # Every command line and the function that builds its parser.  A new train.py subcommand adds a row to
 # SUBCOMMAND_PARSERS: tests/test_docs.py fails until every name in train.SUBCOMMANDS has one, and parses
@@ -42,6 +42,7 @@ SUBCOMMAND_PARSERS = {
     "ensemble": "insight.ensemble:build_parser",
     "export": "training.export_formats:build_parser",
     "serve": "server.command:build_parser",
+    "audit": "audit.command:build_parser",
 }
 PREDICT_PARSER = "predict:build_parser"
 
@@ -555,6 +556,20 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
+def block_explain() -> list[str]:
+    data = _load("explain_quick.json")
+    lines = ["| model (test accuracy) | method | deletion AUC (lower: more faithful) | blank maps | time per image | "
+             "peak memory growth |", "|---|---|---:|---:|---:|---:|"]
+    last = None
+    for row in data["rows"]:
+        label = f"`{row['model']}` ({row['test_accuracy']:.3f})" if row["model"] != last else ""
+        last = row["model"]
+        lines.append(f"| {label} | {row['method']} | {row['deletion_auc']:.3f} | {row['blank_heatmaps']} of "
+                     f"{row['test_images']} | {row['ms_per_image']:.1f} ms | {row['peak_rss_growth_mb']:.0f} MB |")
+    return lines + ["", f"`{data['command']}`: {data['rows'][0]['train_images']:,} training images, "
+                        f"{data['rows'][0]['epochs']} epochs.", "", _machine(data, "explain_quick.json")]
+
+
 def block_formats() -> list[str]:
     data = _load("formats.json")
     lines = ["| run (test images) | format | size | test accuracy | drop | agreement | batch-1 latency |",
@@ -742,7 +757,39 @@ def block_batchnorm() -> list[str]:
         "", _machine(data, "batchnorm_quick.json")]
 
 
+def _pr(scores: dict) -> str:
+    return f"{_acc(scores['precision'], 3)} / {_acc(scores['recall'], 3)}"
+
+
+def block_audit() -> list[str]:
+    data = _load("audit_quick.json")
+    lines = ["| folder | label issues: precision / recall | flagged (planted) | out-of-sample accuracy | time | "
+             "peak memory |", "|---|---:|---:|---:|---:|---:|"]
+    for row in data["labels"]:
+        scores = row["label_issues"]
+        lines.append(f"| {row['scenario']} | {_pr(scores)} | {scores['reported']} ({scores['planted']}) | "
+                     f"{row['out_of_sample_accuracy']:.3f} | {row['seconds']:.0f} s | {row['peak_mb']:,.0f} MB |")
+    copies = data["copies"]
+    by_kind = ", ".join(f"{kind} {recall:.2f}" for kind, recall in copies["recall_by_kind"].items())
+    lines += ["", f"{copies['scenario']}:", "",
+              "| detector | precision / recall |", "|---|---:|",
+              f"| exact copies (pairs) | {_pr(copies['exact_copies'])} |",
+              f"| near copies (pairs; recall by kind: {by_kind}) | {_pr(copies['near_copies'])} |",
+              f"| leaks across train/test (pairs) | {_pr(copies['leaks'])} |",
+              f"| unusable files (5 planted; {copies['unusable_reported']} reported in all) | "
+              f"{_pr(copies['unusable'])} |",
+              "", f"Of {copies['reported_pairs']} pairs reported, {copies['false_pairs']} were not planted "
+                  f"({copies['false_pair_share']:.1%}); {copies['seconds']:.0f} s, peak {copies['peak_mb']:,.0f} MB. "
+                  f"The folder's files were unchanged: {copies['files_unchanged']}.",
+              "", f"`{data['command']}`" + (f"; the copies table from a later `{data['copies_command']}` (the label "
+                                            "findings do not depend on the copy detectors)"
+                                            if data.get("copies_command") else ""),
+              "", _machine(data, "audit_quick.json")]
+    return lines
+
+
 BLOCKS = {
+    "audit": block_audit,
     "headline": block_headline,
     "batchnorm": block_batchnorm,
     "serve": block_serve,
@@ -761,6 +808,7 @@ BLOCKS = {
     "memory": block_memory,
     "inference": block_inference,
     "formats": block_formats,
+    "explain": block_explain,
     "transfer": block_transfer,
     "feature_cache": block_feature_cache,
     "augment": block_augment,

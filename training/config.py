@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a zoo model on a dataset, evaluate it on the test split and export a SavedModel. "
                     "Other commands: search (hyperparameter search), find-lr (learning-rate range test), compare "
                     "(several models on the same data), ensemble (average exports), export (TFLite and ONNX "
-                    "formats of an export), serve (TF Serving's REST and gRPC APIs over the exports); "
+                    "formats of an export), audit (duplicates, leaks across the split, likely wrong labels and unusable "
+                    "images of a dataset), serve (TF Serving's REST and gRPC APIs over the exports); "
                     "python train.py COMMAND --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="JSON file of flag values (keys as in config.json); flags override it")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 
 import numpy as np
 
@@ -11,6 +13,7 @@ import imagesets
 import zoo
 from core.errors import UserError
 from core.rows import concatenate
+from imagesets import copies
 from training.distribute import is_multi_worker
 from training.pipeline import make_pipeline
 
@@ -32,7 +35,42 @@ def load_data(config: dict, backbone=None):
         channels = channels or default[2]
     return imagesets.load(config["dataset"], data_dir=config["data_dir"], image_size=image_size, channels=channels,
                           val_fraction=config["val_fraction"], test_fraction=config["test_fraction"],
-                          seed=config["seed"])
+                          seed=config["seed"], exclude=read_exclude(config.get("exclude")))
+
+
+def read_exclude(path: str | None) -> list[tuple[str, str]]:
+    """--exclude FILE as (path, reason) pairs: an audit's JSON (its "exclude" list of {"file", "reason"}), a JSON
+    list of paths, or a text file of paths, one a line ("#" starts a comment).  Paths are relative to the
+    dataset folder, or absolute."""
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise UserError(f"Cannot read --exclude {path!r}: {error.strerror or error}") from None
+    reason = f"listed in {os.path.basename(path)} (--exclude)"
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if isinstance(values, dict):
+        if not isinstance(values.get("exclude"), list):
+            raise UserError(f"--exclude {path!r} is a JSON object without an \"exclude\" list; pass the JSON that "
+                            "`train.py audit --json FILE` wrote, or a list of paths")
+        values = values["exclude"]
+    if isinstance(values, list):
+        pairs = []
+        for item in values:
+            if isinstance(item, dict) and isinstance(item.get("file"), str):
+                pairs.append((item["file"], f"{reason}: {item.get('reason', 'flagged by the audit')}"))
+            elif isinstance(item, str):
+                pairs.append((item, reason))
+            else:
+                raise UserError(f"--exclude {path!r}: each entry must be a path or {{\"file\": ...}}, got {item!r}")
+        return pairs
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [(line, reason) for line in lines if line]
 
 
 def check_data(config: dict, data) -> list[str]:
@@ -49,6 +87,13 @@ def check_data(config: dict, data) -> list[str]:
             more = f"; and {len(data.skipped) - 5} more" if len(data.skipped) > 5 else ""
             raise UserError(f"--strict: {len(data.skipped)} dataset files are not usable images: {listed}{more}; "
                             "fix or remove them, or drop --strict to skip them")
+    if data.excluded:
+        lines.append(f"Left out {len(data.excluded)} files listed in {config['exclude']} (--exclude); "
+                     "data_manifest.json names them")
+    elif config.get("exclude"):
+        lines.append(f"Note: none of the files listed in {config['exclude']} (--exclude) is in {config['dataset']}")
+    if data.checks is not None:
+        lines.append(copies.line(data.checks))
     if data.counts()["val"] == 0:
         raise UserError("The validation split is empty; add images or raise --val-fraction")
     return lines

@@ -41,7 +41,7 @@ from training.distribute import agree_on_epochs, describe, is_chief, is_multi_wo
 from training.optim import Stretched, make_optimizer, make_schedule
 from training.phases import completed_epochs, run_phases, steps_per_epoch
 from training.recipes import load_backbone, make_recipe
-from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves
+from training.reports import evaluate_predictions, plot_confusion_matrix, plot_learning_curves, plot_what_it_learned
 
 __all__ = ["DEFAULTS", "Run", "compile_model", "evaluate", "export", "exported_line", "fit", "load_backbone",
            "load_data", "prepare", "preview", "record", "summary_lines", "train"]
@@ -343,7 +343,8 @@ def evaluate(run: Run, fitted: dict) -> dict:
     with open(run.path("classification_report.txt"), "w", encoding="utf-8") as f:
         f.write(report_text)
     confused = mistakes.report(x_test, y_test, probabilities, data.class_names, run.path("mistakes.png"),
-                               title=f"{run.title}: most confident mistakes")
+                               title=f"{run.title}: most confident mistakes", model=inference)
+    plot_what_it_learned(inference, x_test[0], run.path("filters.png"), run.path("feature_maps.png"), title=run.title)
     run.model.save(run.path("model.keras"))
     baseline = None
     if config["baseline"] and probe is not None:
@@ -353,6 +354,7 @@ def evaluate(run: Run, fitted: dict) -> dict:
     return {"test_accuracy": accuracy, "test_samples": int(len(y_test)), "tta": config["tta"], **fitted,
             "parameters": int(inference.count_params()), "counts": data.counts(), "class_names": data.class_names,
             "confusion_matrix": matrix.tolist(), "per_class": report, "skipped_files": len(data.skipped),
+            "copies": data.checks, "excluded_files": [path for path, _ in data.excluded],
             "baseline": baseline, "probe": probe, "export_path": None, "export_name": None, "export_version": None,
             "config": config,
             "diagnosis": diagnosis.diagnose(fitted["history"], num_classes=data.num_classes,
