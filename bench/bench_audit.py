@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     copies = copies_scenario(2000, per_kind=4)
     print(json.dumps(copies), flush=True)
     result = {"benchmark": "audit", "mode": mode, "machine": machine_info(),
-              "conditions": "Taken while two other engineers' work shared the 2 cores: times are upper bounds.",
+              "conditions": args.conditions,
               "command": f"python bench/bench_audit.py{' --full' if args.full else ''}",
               "labels": rows, "copies": copies}
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     with open(out, "w") as f:
         json.dump({"benchmark": "explain", "mode": mode, "command": f"python bench/bench_explain.py --{mode}",
                    "machine": machine_info(), "peak_rss_mb": round(peak_rss_mb(), 1),
-                   "conditions": "Wall-clock, on a machine shared with two other engineers' test runs.",
+                   "conditions": args.conditions,
                    "rows": rows}, f, indent=2)
     print(f"wrote {out}")
     return 0

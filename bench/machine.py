@@ -18,6 +18,9 @@ def parse_size(name: str, doc: str, argv, *, quick: str, full: str, parser=None)
     group.add_argument("--quick", dest="full", action="store_false", help=f"{quick} (default)")
     group.add_argument("--full", dest="full", action="store_true", help=full)
     parser.add_argument("--json", help=f"output file (default bench/results/{name}_{{quick,full}}.json)")
+    parser.add_argument("--conditions", metavar="TEXT", default=None,
+                        help="what else ran on the machine, recorded with the results and printed under their table "
+                             "(e.g. 'taken while a test suite shared the two cores')")
     parser.set_defaults(full=False)  # else argparse takes --quick's store_false default, True: full
     args = parser.parse_args(argv)
     mode = "full" if args.full else "quick"
