@@ -9,6 +9,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 
 from tests.helpers import run_cli
 from tests.serverutil import serving
@@ -24,6 +25,7 @@ def _train(root) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_under_load_becomes_version_2_with_no_failed_request(tmp_path):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
