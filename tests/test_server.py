@@ -478,3 +478,39 @@ def test_settling_the_heap_freezes_what_lives_and_collects_the_garbage_first():
         assert abs(gc.get_freeze_count() - frozen) < frozen // 10
     finally:
         gc.unfreeze()
+
+
+def test_tf_servings_flags_map_onto_the_settings(tmp_path):
+    from server.command import build_parser, model_list, settings_from
+
+    batching = tmp_path / "batching.txt"
+    batching.write_text("max_batch_size { value: 128 }\nbatch_timeout_micros { value: 500 }\n"
+                        "num_batch_threads { value: 3 }\nmax_enqueued_batches { value: 7 }\nallowed_batch_sizes: 8\n")
+    parser = build_parser()
+    settings = settings_from(parser.parse_args([
+        "--port=9000", "--rest_api_port=9001", "--rest_api_timeout_in_ms=2500", "--enable_batching=false",
+        "--enable_model_warmup=false", "--enable_signature_method_name_check",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x",
+        "--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=3",
+        "--file_system_poll_wait_seconds=0", f"--batching_parameters_file={batching}"]))
+    assert (settings.grpc_port, settings.rest_port, settings.request_timeout_s) == (9000, 9001, 2.5)
+    assert (settings.batching, settings.warmup, settings.signature_method_name_check) == (False, False, True)
+    assert settings.grpc_options == (("grpc.max_connection_age_ms", 2000), ("grpc.primary_user_agent", "x"))
+    assert (settings.intra_op_threads, settings.inter_op_threads, settings.poll_seconds) == (2, 3, 0.0)
+    assert (settings.max_batch_size, settings.batch_timeout_ms, settings.batch_threads,
+            settings.max_enqueued_batches) == (128, 0.5, 3, 7)
+    base = tmp_path / "half_plus_two"
+    base.mkdir()
+    models = model_list(parser.parse_args(["--model_name=hp2", f"--model_base_path={base}", "--versions=all"]))
+    assert {name: (s.folder, s.policy) for name, s in models.sources().items()} == {"hp2": (str(base), "all")}
+    for flags, words in ((["--grpc_channel_arguments=novalue"], "key=value"),
+                         ([f"--batching_parameters_file={tmp_path / 'missing.txt'}"], "cannot read"),
+                         (["--model_config_file=x", f"--model_base_path={base}"], "drop --model_base_path"),
+                         (["--rest_api_timeout_in_ms=0"], "must be positive")):
+        with pytest.raises(UserError, match=words):
+            settings_from(parser.parse_args(flags))
+    batching.write_text("max_batch_size { value: 128 }\nno_such_field: 1\n")
+    with pytest.raises(UserError, match="unknown field 'no_such_field'"):
+        settings_from(parser.parse_args([f"--batching_parameters_file={batching}"]))
+    with pytest.raises(SystemExit):  # argparse's own one line: a boolean flag takes true or false
+        parser.parse_args(["--enable_batching=maybe"])

@@ -174,3 +174,38 @@ def test_warm_up_records_are_replayed_before_a_version_serves(models, tmp_path):
             writer.write(prediction_log_pb2.PredictionLog(predict_log={"request": request}).SerializeToString())
         with pytest.raises(Exception, match="nope"):
             loader(DEFAULTS, pool)("text", str(version), 1)
+
+
+def test_classify_checks_the_signatures_method_only_when_asked(tmp_path):
+    """TF2 writes every signature as predict, so TF Serving classifies with any signature of a tf.Example input
+    unless --enable_signature_method_name_check; then only a classify signature."""
+    import asyncio
+
+    from tensorflow.core.example import example_pb2
+
+    from server.errors import ServingError
+    from server.models import Manager, ModelSource
+    from server.servable import loader
+    from server.service import Service, Spec
+    from server.settings import DEFAULTS
+    from tests import tfserving_models
+
+    base = tfserving_models.half_plus_two_tf2(tmp_path / "half_plus_two")
+    example = example_pb2.Example()
+    example.features.feature["x"].float_list.value.append(2.0)
+    spec = Spec("hp2", signature_name="classify_x_to_y")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for check in (False, True):
+            settings = dataclasses.replace(DEFAULTS, signature_method_name_check=check)
+            manager = Manager(None, "latest", loader(settings, pool),
+                              sources=lambda: {"hp2": ModelSource(str(base))})
+            manager.poll()
+            service = Service(manager, settings)
+            if check:
+                with pytest.raises(ServingError, match="Expected classification signature method_name to be "
+                                                       "tensorflow/serving/classify. Was: tensorflow/serving/predict"):
+                    asyncio.run(service.classify(spec, [example.SerializeToString()]))
+            else:
+                _, _, results = asyncio.run(service.classify(spec, [example.SerializeToString()]))
+                assert results == [[("", 3.0)]]
+            manager.stop()
