@@ -139,9 +139,9 @@ class Batcher:
         tasks, rows, stop = [first], len(first), False
         deadline = time.monotonic() + self._timeout
         # TF Serving's batcher always waits up to the timeout; here a request that is the only one out, after a
-        # batch of one, runs at once: at one client at a time the wait bought nothing and cost 3.5x the request
-        # (digits LeNet-5: 3.3-3.9 ms at p50 against 0.95 ms, wrk -c1). Under load the last batch held several
-        # requests and the wait stays, so merging is as before.
+        # batch of one, runs at once: at one client at a time the wait bought nothing and cost several times the
+        # request (bench_serve.py's concurrency-1 rows, batching on against off). Under load the last batch held
+        # several requests and the wait stays, so merging is as before.
         alone = self._unanswered <= 1 and self._last_size <= 1
         while rows < self._max:
             task = self._next(0 if alone else deadline - time.monotonic())

@@ -18,8 +18,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from server.errors import ServingError, invalid
 from server.metrics import Metrics
 from server.service import Service, Spec
-from server.signatures import CLASSIFY
-from server.tensors import from_tensor_proto, serialized_examples, to_tensor_proto
+from server.signatures import CLASSIFY, input_spec
+from server.tensors import check_row_limit, from_tensor_proto, serialized_examples, to_tensor_proto
 
 STATES = get_model_status_pb2.ModelVersionStatus.State
 
@@ -74,16 +74,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
             spec = spec_of(request.model_spec)
             servable = self.service.servable(spec.name, spec.version, spec.label)
             signature = servable.signature(spec.signature_name)
-            inputs = {}
-            for alias, proto in request.inputs.items():
-                if alias not in signature.inputs:
-                    raise invalid(f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
-                                  f"the set {{{','.join(signature.inputs)}}}.")
-                inputs[alias] = from_tensor_proto(proto, signature.inputs[alias], alias)
-            for value in inputs.values():
-                if value.ndim >= 1 and len(value) > self.service.settings.max_instances:
-                    raise invalid(f"{len(value)} rows in one request; the limit is "
-                                  f"{self.service.settings.max_instances}")
+            inputs = {alias: from_tensor_proto(proto, input_spec(signature, alias), alias)
+                      for alias, proto in request.inputs.items()}
+            check_row_limit(inputs, self.service.settings.max_instances)
             servable, signature, outputs = await self.service.predict(
                 spec, inputs, tuple(request.output_filter), servable=servable, signature=signature)
             response = predict_pb2.PredictResponse()

@@ -130,13 +130,17 @@ class Model:
         with self._lock:
             return {v: s.servable for v, s in self._versions.items() if s.state == AVAILABLE}
 
+    def version_of(self, label: str) -> int:
+        """The version a label names (TF Serving's version_labels), or NOT_FOUND as TF Serving words it."""
+        if label not in self.source.labels:
+            raise not_found(f"Unrecognized servable version label: {label}")
+        return self.source.labels[label]
+
     def servable(self, version: int | None = None, label: str | None = None):
         """The newest available version, or the one ``version`` or ``label`` names; NOT_FOUND as TF Serving
         words it otherwise."""
         if label is not None:
-            if label not in self.source.labels:
-                raise not_found(f"Unrecognized servable version label: {label}")
-            version = self.source.labels[label]
+            version = self.version_of(label)
         ready = self.available()
         if version is None:
             if not ready:

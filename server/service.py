@@ -50,9 +50,7 @@ class Service:
         """``model_version_status`` entries as TF Serving's GetModelStatus gives them (newest first)."""
         model = self.manager.model(name)
         if label is not None:
-            if label not in model.source.labels:
-                raise ServingError("NOT_FOUND", f"Unrecognized servable version label: {label}")
-            version = model.source.labels[label]
+            version = model.version_of(label)
         statuses = model.statuses()
         if version is not None:
             statuses = [s for s in statuses if s.version == version]

@@ -138,14 +138,22 @@ def check_method(signature: Signature, method: str, what: str) -> None:
         raise invalid(f"Expected {what} signature method_name to be {method}. Was: {signature.method}")
 
 
+def input_spec(signature: Signature, alias: str, where: str = "") -> TensorSpec:
+    """The input ``alias`` of the signature, or TF Serving's INVALID_ARGUMENT for an alias it does not have
+    (``where`` prefixes the REST body's part that named it)."""
+    try:
+        return signature.inputs[alias]
+    except KeyError:
+        raise invalid(f"{where + ': ' if where else ''}input tensor alias not found in signature: {alias}. Inputs "
+                      f"expected to be in the set {{{','.join(signature.inputs)}}}.") from None
+
+
 def check_inputs(signature: Signature, inputs: dict[str, np.ndarray], shapes: bool = True) -> None:
     """TF Serving's checks of a request's input aliases against the signature's; then, with ``shapes``, each
     tensor's shape (TF Serving leaves that to the graph: a TF1 graph takes a ``[3]`` feed for a ``[-1, 1]``
     input, and a TF2 function refuses it, less readably than this)."""
-    unknown = sorted(set(inputs) - set(signature.inputs))
-    if unknown:
-        raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the set "
-                      f"{{{','.join(signature.inputs)}}}.")
+    for alias in sorted(inputs):
+        input_spec(signature, alias)
     missing = sorted(set(signature.inputs) - set(inputs))
     if missing:
         raise invalid(f"Request inputs do not match required inputs for model `{signature.name}`. Send extra: {{}}. "

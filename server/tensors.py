@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from server.errors import invalid
-from server.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec, choose
+from server.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec, choose, input_spec
 
 _PARSE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
 
@@ -166,14 +166,6 @@ def to_array(value, spec: TensorSpec, where: str) -> np.ndarray:
                       f"({str(error).splitlines()[0]})") from None
 
 
-def _spec(signature: Signature, alias: str, where: str) -> TensorSpec:
-    try:
-        return signature.inputs[alias]
-    except KeyError:
-        raise invalid(f"{where}: input tensor alias not found in signature: {alias}. Inputs expected to be in the "
-                      f"set {{{','.join(signature.inputs)}}}.") from None
-
-
 def _only_input(signature: Signature, where: str) -> TensorSpec:
     if len(signature.inputs) != 1:
         raise invalid(f"{where}: signature {signature.name} has {len(signature.inputs)} inputs "
@@ -208,20 +200,25 @@ def parse_predict(document: dict, signature: Signature, max_instances: int) -> t
             names = list(rows[0])
             if any(list(row) != names and set(row) != set(names) for row in rows):
                 raise invalid("instances: every instance must name the same inputs")
-            return {name: to_array([row[name] for row in rows], _spec(signature, name, "instances"), "instances")
+            return {name: to_array([row[name] for row in rows], input_spec(signature, name, "instances"), "instances")
                     for name in names}, False
         spec = _only_input(signature, "instances")
         return {spec.alias: to_array(rows, spec, "instances")}, False
     value = document["inputs"]
     if isinstance(value, dict) and not _is_b64(value):
-        inputs = {name: to_array(part, _spec(signature, name, "inputs"), "inputs") for name, part in value.items()}
+        inputs = {name: to_array(part, input_spec(signature, name, "inputs"), "inputs") for name, part in value.items()}
     else:
         spec = _only_input(signature, "inputs")
         inputs = {spec.alias: to_array(value, spec, "inputs")}
+    check_row_limit(inputs, max_instances)
+    return inputs, True
+
+
+def check_row_limit(inputs: dict[str, np.ndarray], max_instances: int) -> None:
+    """INVALID_ARGUMENT when an input holds more rows than one request may (--max-instances)."""
     for array in inputs.values():
         if array.ndim >= 1 and len(array) > max_instances:
             raise invalid(f"{len(array)} rows in one request; the limit is {max_instances}")
-    return inputs, True
 
 
 def parse_predict_body(body: bytes, signatures: dict[str, Signature], max_instances: int

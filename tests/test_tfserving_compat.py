@@ -270,35 +270,33 @@ def prometheus_server(root, models):
         yield served
 
 
+@contextlib.contextmanager
 def _config_file_server(root, models, name: str, *flags: str):
+    """A server of half_plus_two from a config file of its own, which a test may rewrite (``served.config``)."""
     config = root / f"{name}.txt"
     write_atomically(config, config_text(("half_plus_two", models["tf1"])))
-    return config, tf_serving(f"--model_config_file={config}", *flags, log_dir=root,
-                              ready_models=("half_plus_two",))
+    with tf_serving(f"--model_config_file={config}", *flags, log_dir=root,
+                    ready_models=("half_plus_two",)) as served:
+        served.config = config
+        yield served
 
 
 @pytest.fixture(scope="module")
 def polled_config_server(root, models):
-    config, starting = _config_file_server(root, models, "polled_model_config",
-                                           "--model_config_file_poll_wait_seconds=1")
-    with starting as served:
-        served.config = config
+    with _config_file_server(root, models, "polled_model_config", "--model_config_file_poll_wait_seconds=1") as served:
         yield served
 
 
 @pytest.fixture(scope="module")
 def unpolled_config_server(root, models):
-    config, starting = _config_file_server(root, models, "unpolled_model_config",
-                                           "--model_config_file_poll_wait_seconds=0")
-    with starting as served:
-        served.config = config
+    with _config_file_server(root, models, "unpolled_model_config",
+                             "--model_config_file_poll_wait_seconds=0") as served:
         yield served
 
 
 @pytest.fixture(scope="module")
 def reload_config_server(root, models):
-    _, starting = _config_file_server(root, models, "reloaded_model_config")
-    with starting as served:
+    with _config_file_server(root, models, "reloaded_model_config") as served:
         yield served
 
 
