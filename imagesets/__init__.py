@@ -20,6 +20,7 @@ import difflib
 import numpy as np
 
 from imagesets.base import SPLITS, ImageSet, from_arrays, stratified_split
+from core import quick
 from core.errors import UserError
 
 SOURCES = {
@@ -97,6 +98,9 @@ def load(spec: str, *, data_dir: str | None = None, image_size=None, channels: i
         close = difflib.get_close_matches(spec, names, n=2)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UserError(f"Unknown dataset {spec!r}; {hint}valid: {', '.join(SOURCES)}")
+
+    if kind not in ("folder", "tfds"):  # a built-in dataset; a folder or a TFDS set is the reader's own, read whole
+        train, test, val = quick.cap_split(train, "train"), quick.cap_split(test, "test"), quick.cap_split(val, "val")
 
     def fit(part):
         return None if part is None else (_resize_arrays(part[0], image_size, channels), part[1])

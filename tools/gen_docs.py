@@ -7,7 +7,8 @@
 Whole pages: ``docs/reference/cli.md`` from the argparse parsers of ``train.py``, its subcommands and
 ``predict.py``; ``docs/reference/models.md`` from the zoo's registry.  Blocks between
 ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` in ``docs/benchmarks.md`` and ``README.md``:
-tables built from ``bench/results/*.json`` by the function ``BLOCKS[NAME]``.
+tables built from ``bench/results/*.json`` by the function ``BLOCKS[NAME]``; and figures in a sentence between
+``<!-- figure: NAME -->`` and ``<!-- end figure -->``, by ``FIGURES[NAME]``.
 
 Parameter counts come from building every zoo model, which takes about a minute, so only writing does it;
 ``--check`` (and tests/test_docs.py) takes them from the committed page, and the zoo's own tests pin them to
@@ -29,7 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLI_PAGE = "docs/reference/cli.md"
 MODELS_PAGE = "docs/reference/models.md"
-BLOCK_PAGES = ("docs/benchmarks.md", "README.md", "docs/guides/serve.md", "docs/guides/audit-a-folder.md")
+BLOCK_PAGES = ("docs/benchmarks.md", "README.md", "docs/guides/serve.md", "docs/guides/audit-a-folder.md",
+               "docs/guides/train-a-zoo-model.md", "docs/guides/search.md", "docs/guides/fine-tune-a-folder.md",
+               "docs/guides/export.md")
 
 # Every command line and the function that builds its parser.  A new train.py subcommand adds a row to
 # SUBCOMMAND_PARSERS: tests/test_docs.py fails until every name in train.SUBCOMMANDS has one, and parses
@@ -374,11 +377,14 @@ def _spread(runs) -> str:
     """A recipe's runs as two cells: for each machine they ran on, the range of their test accuracy and how many
     reached 93% and 94% and when (machines of one project differ twofold in speed, so a budget in minutes differs
     in epochs); and the longest training time."""
+    return _spread_by_machine(runs) + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
+
+
+def _spread_by_machine(runs) -> str:
     machines = {}
     for r in runs:
         machines.setdefault(_row_cpu(r), []).append(r)
-    text = "; ".join(_spread_on(cpu, group) for cpu, group in machines.items())
-    return text + f" | {_minutes(max(r['train_seconds'] for r in runs))}"
+    return "; ".join(_spread_on(cpu, group) for cpu, group in machines.items())
 
 
 def _spread_on(cpu, runs) -> str:
@@ -814,6 +820,90 @@ BLOCKS = {
     "augment": block_augment,
 }
 
+# ------------------------------------------------------------------------------------------------ figures in prose
+# A number a sentence of the README or a guide gives (an accuracy, how long a command takes on 2 cores) sits between
+# ``<!-- figure: NAME -->`` and ``<!-- end figure -->`` on one line, written by ``FIGURES[NAME]`` from a benchmark
+# row, so that no page retypes a result by hand.
+
+def _fashion_results() -> list[dict]:
+    return _load("fashion_full.json")["results"] + _load("fashion_10min_ingredients.json")["results"]
+
+
+def _resnet20_recipe_row() -> dict:
+    return max((r for r in _fashion_results() if r["model"] == "resnet20"), key=lambda r: r["test_accuracy"])
+
+
+def _resnet20_minutes_an_epoch() -> float:
+    row = _resnet20_recipe_row()
+    return row["train_seconds"] / 60 / row["epochs"]
+
+
+def _default_seconds_an_epoch() -> float:
+    runs = _load("default_run.json")["runs"]
+    return sum(r["seconds"] / r["epochs_run"] for r in runs) / len(runs)
+
+
+def _about_minutes(minutes: float) -> str:
+    return f"about {minutes / 60:.0f} hours" if minutes >= 120 else f"about {max(1, round(minutes))} min"
+
+
+def figure_default_run() -> str:
+    seconds = [r["seconds"] for r in _load("default_run.json")["runs"]]
+    return (f"{_acc(_load('default_run.json')['mean_test_accuracy'])} test accuracy in {min(seconds):.0f}–"
+            f"{max(seconds):.0f} s ({_row_cpu(_load('default_run.json'))}, `bench/results/default_run.json`)")
+
+
+def figure_fashion_recipe(name: str) -> str:
+    return f"{_spread_by_machine(_recipe_runs(_fashion_results(), name))} (`bench/results/fashion_full.json`)"
+
+
+def figure_resnet20_recipe() -> str:
+    row = _resnet20_recipe_row()
+    return (f"{_acc(row['test_accuracy'])} after {row['epochs']} epochs in {_minutes(row['train_seconds'])} "
+            f"({_minutes(row['train_seconds'] / row['epochs'])} an epoch; processor {_row_cpu(row)}, "
+            f"`bench/results/fashion_full.json`)")
+
+
+def figure_resnet20_recipe_time() -> str:
+    epochs = _recipe("resnet20")["epochs"]
+    return (f"{_about_minutes(epochs * _resnet20_minutes_an_epoch())} for its {epochs} epochs at "
+            f"{_minutes(_resnet20_recipe_row()['train_seconds'] / _resnet20_recipe_row()['epochs'])} an epoch")
+
+
+def figure_compare_fashion() -> str:
+    return (f"{_about_minutes(10 * _resnet20_minutes_an_epoch())}, most of it ResNet-20's ten epochs at "
+            f"{_minutes(60 * _resnet20_minutes_an_epoch())} an epoch")
+
+
+def figure_search_digits() -> str:
+    trials, epochs = 20, 8
+    pace = _default_seconds_an_epoch()
+    return (f"{_about_minutes(trials * epochs * pace / 60)}: {trials} trials of up to {epochs} epochs at the default "
+            f"run's {pace:.1f} s an epoch (`bench/results/default_run.json`), longer for the larger models it tries")
+
+
+FIGURES = {
+    "default-run": figure_default_run,
+    "fashion-10min": lambda: figure_fashion_recipe("lenet5_modern-10min"),
+    "fashion-5min": lambda: figure_fashion_recipe("lenet5_modern-5min"),
+    "resnet20-recipe": figure_resnet20_recipe,
+    "resnet20-recipe-time": figure_resnet20_recipe_time,
+    "compare-fashion": figure_compare_fashion,
+    "search-digits": figure_search_digits,
+}
+
+FIGURE = re.compile(r"(<!-- figure: (?P<name>[\w-]+) -->)(?P<body>.*?)(<!-- end figure -->)")
+
+
+def fill_figures(text: str, path: str = "") -> str:
+    def replace(match):
+        name = match.group("name")
+        if name not in FIGURES:
+            raise SystemExit(f"{path}: unknown figure {name!r}; known: {', '.join(FIGURES)}")
+        return match.group(1) + FIGURES[name]() + match.group(4)
+    return FIGURE.sub(replace, text)
+
+
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
@@ -844,7 +934,7 @@ def generated(counts: dict[str, int] | None = None) -> dict[str, str]:
         counts = count_parameters()
     pages = {CLI_PAGE: cli_page(), MODELS_PAGE: models_page(counts)}
     for path in BLOCK_PAGES:
-        pages[path] = fill_blocks(_read(path), path)
+        pages[path] = fill_figures(fill_blocks(_read(path), path), path)
     return pages
 
 
