@@ -34,10 +34,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from machine import machine_info  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import augment  # noqa: E402
@@ -278,8 +280,7 @@ def main(argv=None):
     print("(b) layers vs per-image NumPy/PIL", flush=True)
     layers = bench_layers(tf.constant(images[:args.batch_size]), settings)
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "platform": platform.platform(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "machine": {**machine_info(), "platform": platform.platform(),
                     "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]},
         "mode": args.mode, "settings": settings, "model": args.model, "batch_size": args.batch_size,
         "data": source, "seconds": round(time.perf_counter() - started, 1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 
 
 def parse_size(name: str, doc: str, argv, *, quick: str, full: str, parser=None):
@@ -62,11 +63,19 @@ def cpu_id() -> dict:
             "features": [name for name in CPU_FEATURES if name in flags]}
 
 
+def command() -> str:
+    """The command that is running, as a reader would type it from the repository: ``python bench/X.py FLAGS``."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return " ".join(["python", script, *sys.argv[1:]])
+
+
 def machine_info() -> dict:
+    """Where and how results were taken; every benchmark's JSON carries it, so each file names its own processor
+    and the command that wrote it."""
     import keras
     import tensorflow as tf
 
-    return {"cpu": cpu_model(), "cpu_id": cpu_id(),
+    return {"command": command(), "cpu": cpu_model(), "cpu_id": cpu_id(),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()}

@@ -251,8 +251,19 @@ def _machine(data: dict, *names: str, per_row=False) -> str:
     if m.get("keras"):
         parts.append(f"Keras {m['keras']}")
     files = ", ".join(f"`bench/results/{name}`" for name in names)
+    if m.get("command") and len(names) == 1:
+        files += f" (`{m['command']}`)"
     shared = f" {data['conditions']}" if data.get("conditions") else ""  # a run taken beside other work says so
     return f"*Source: {files}; {', '.join(parts)}.{shared}*"
+
+
+def _sources(*names: str) -> str:
+    """The footer of a table built from several result files: one line when they ran on one processor, else each
+    file with its own (a row never borrows another file's machine)."""
+    datas = [_load(name) for name in names]
+    if len({_cpu(d.get("machine") or {}) for d in datas}) == 1:
+        return _machine(datas[0], *names)
+    return " ".join(_machine(data, name) for data, name in zip(datas, names))
 
 
 def _cpu(machine: dict) -> str:
@@ -511,8 +522,8 @@ def block_memory() -> list[str]:
     lines += _memory_rows(f"transfer, `{kinds['transfer']['backbone']}` feature cache", kinds["transfer"]["cases"],
                           kinds["transfer"]["done_when"])
     # The kinds ran on another machine than the folder cases: each table part names its own.
-    return lines + ["", _machine(_load("memory_quick.json"), "memory_quick.json", "memory_quick_before.json",
-                                 "memory_20000x224.json"), "", _machine(kinds, "memory_tfds_transfer_quick.json")]
+    return lines + ["", _sources("memory_quick.json", "memory_quick_before.json", "memory_20000x224.json"), "",
+                    _machine(kinds, "memory_tfds_transfer_quick.json")]
 
 
 def _memory_rows(label: str, cases: list[dict], done: dict) -> list[str]:
@@ -614,8 +625,7 @@ def block_transfer() -> list[str]:
                          f"{extra[0]} | {extra[1]} |")
     return lines + ["", "Modes: " + "; ".join(settings) + ". Every cell is the mean of three draws (seeds "
                     "0, 1, 2); each seed's score is in the JSON.", "",
-                    _machine(_load("transfer_quick.json"), "transfer_tiny.json", "transfer_small.json",
-                             "transfer_quick.json")]
+                    _sources("transfer_tiny.json", "transfer_small.json", "transfer_quick.json")]
 
 
 def _split(run: dict, classes: int = 5) -> str:
@@ -658,26 +668,28 @@ def block_headline() -> list[str]:
     fashion = _load("fashion_full.json")["results"] + _load("fashion_10min_ingredients.json")["results"]
     resnet = max((r for r in fashion if r["model"] == "resnet20"), key=lambda r: r["test_accuracy"])
     quick = _load("transfer_quick.json")["results"]["sizes"]["10"]
-    formats = _load("formats.json")["results"]["resnet20-fashion_mnist"]["rows"]
+    converted = _load("formats.json")
+    formats = converted["results"]["resnet20-fashion_mnist"]["rows"]
+    made_by = converted["results"]["resnet20-fashion_mnist"]["ran"]["command"]
     saved, int8 = formats[0], next(r for r in formats if r["format"] == "tflite_int8")
     seconds = [r["seconds"] for r in default["runs"]]
     return [
         "| task | command | result | time (2 CPU cores) |",
         "|---|---|---|---|",
         f"| LeNet-5 on scikit-learn's digits | `python train.py` | {_acc(default['mean_test_accuracy'])} test accuracy "
-        f"(mean of seeds 0–2) | {min(seconds):.0f}–{max(seconds):.0f} s |",
+        f"(mean of seeds 0–2) | {min(seconds):.0f}–{max(seconds):.0f} s on {_row_cpu(default)} |",
         *(f"| Fashion-MNIST in {words} minutes | `python bench/bench_fashion.py --full --models lenet5_modern-{n}min` | "
           f"{_spread(_recipe_runs(fashion, f'lenet5_modern-{n}min'))} |" for n, words in ((10, "ten"), (5, "five"))),
         f"| ResNet-20 on Fashion-MNIST | `python train.py --config recipes/fashion_mnist/resnet20.json "
-        f"--epochs {resnet['epochs']}` | {_acc(resnet['test_accuracy'])} | {_minutes(resnet['train_seconds'])} |",
+        f"--epochs {resnet['epochs']}` | {_acc(resnet['test_accuracy'])} | {_minutes(resnet['train_seconds'])}, "
+        f"processor {_row_cpu(resnet)} |",
         f"| Fine-tune a folder of 10 images a class (a ResNet-20 trained on Fashion-MNIST 0–4, on classes 5–9) | "
         f"`python bench/bench_transfer.py --quick` | {_acc(quick['fine_tuned']['test_accuracy'], 3)}; its linear probe "
         f"{_acc(quick['probe']['test_accuracy'], 3)}, from scratch {_acc(quick['scratch']['test_accuracy'], 3)} | "
-        f"{quick['fine_tuned']['seconds']:.0f} s a run |",
-        f"| int8 TFLite of a ResNet-20 (2 epochs on Fashion-MNIST) | "
-        f"`python train.py export saved_models/resnet20-fashion_mnist --formats tflite_int8` | "
+        f"{quick['fine_tuned']['seconds']:.0f} s a run on {_row_cpu(_load('transfer_quick.json'))} |",
+        f"| int8 TFLite of a ResNet-20 (2 epochs on Fashion-MNIST) | `python {made_by}` | "
         f"{_size(int8['size_bytes'])} against {_size(saved['size_bytes'])}, accuracy drop {_acc(int8['drop'])}, "
-        f"{int8['agreement']:.1%} same answers | {int8['latency_ms']:.2f} ms an image |",
+        f"{int8['agreement']:.1%} same answers | {int8['latency_ms']:.2f} ms an image on {_row_cpu(converted)} |",
     ]
 
 
