@@ -38,7 +38,7 @@ def _lower(value, cap):
     """``value`` no larger than ``cap``; None (not set) and 0 (turned off) stay as they are."""
     if value is None or isinstance(value, bool) or not value:
         return value
-    return type(value)(min(value, cap))
+    return cap if value > cap else value  # the cap's own type: a budget of 10 (an int in a --config file) -> 0.1
 
 
 def cap_config(config: dict) -> dict:

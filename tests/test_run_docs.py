@@ -98,6 +98,7 @@ def test_quick_mode_caps_what_makes_a_command_long_and_nothing_else(monkeypatch)
     _, args = resolve_config(["search", "--max-trials", "20", "--trial-epochs", "8"][1:], search_parser())
     assert (args.max_trials, args.trial_epochs) == (2, 1)
     assert quick.cap_config({"finetune_epochs": 0})["finetune_epochs"] == 0  # off stays off
+    assert quick.cap_config({"time_budget": 10})["time_budget"] == 0.1  # a whole number in a --config file
 
 
 def test_quick_mode_keeps_a_few_images_of_every_class_of_a_built_in_dataset(monkeypatch):
