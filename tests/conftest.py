@@ -3,6 +3,8 @@ import os
 # Quiet TensorFlow's C++ start-up chatter in test output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Quick mode (core/quick.py) is for the docs' commands in CI; a test that wants it sets it itself.
+os.environ.pop("CNN_CLASSROOM_QUICK", None)
 
 
 import pytest  # noqa: E402
@@ -21,3 +23,24 @@ def image_cache(tmp_path_factory):
         os.environ.pop(CACHE_ENV, None)
     else:
         os.environ[CACHE_ENV] = before
+
+
+# Seconds each test file took on two idle cores (summed from `pytest --durations=0`), largest first.  The suite runs
+# a file at a time on each of two workers (--dist loadfile), handed out in collection order (--no-loadscope-reorder:
+# xdist's own order is by number of tests, which left the one-test files that train for a minute or two to the end,
+# one worker finishing them while the other idled).  Longest first keeps both busy to the end.  Files not listed
+# run after these, in their usual order; the numbers only need to be roughly right.
+FILE_SECONDS = {
+    "test_train.py": 341, "test_search.py": 300, "test_server_http.py": 249, "test_tutorials.py": 245,
+    "test_lpft.py": 208, "test_faults.py": 158, "test_server_retrain.py": 110, "test_distribute.py": 108,
+    "test_transfer_cli.py": 98, "test_insight.py": 94, "test_reliability.py": 71, "test_docs.py": 68,
+    "test_server_page.py": 54, "test_batchnorm.py": 41, "test_augment_training.py": 38, "test_audit.py": 35,
+    "test_formats.py": 35, "test_tfserving_compat.py": 33, "test_server_savedmodels.py": 22, "test_zoo.py": 19,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    def seconds(item):
+        return FILE_SECONDS.get(os.path.basename(str(item.fspath)), 0)
+
+    items.sort(key=seconds, reverse=True)  # stable: a file's tests keep their order
