@@ -15,16 +15,19 @@ order it runs (``audit.run.audit``):
    through cleanlab, ranked by the given label's out-of-sample probability,
    each with its suggested class.
 4. **Copies** (``audit.duplicates``): exact (bytes, pixels), near
-   (perceptual hashes through imagehash, ``audit.perceptual``; backbone
-   features with thumbnails), and groups found in more than one split: leaks.
+   (perceptual hashes through imagehash, ``imagesets.perceptual``, with
+   thumbnails; one image's centre registered on another for cropped copies;
+   backbone features with thumbnails), and groups found in more than one
+   split: leaks.
 5. **Unusable images** (``audit.quality``) and the class balance.
 6. **What to leave out**, and the report (``audit.report``): a JSON that
    ``train.py --exclude`` reads, a page with each finding's images side by
    side, and a screen of summary with the next command.
 
 The audit reads; it never changes, moves or deletes a file.  The cheap part
-(exact copies, copies across the split) runs in every folder scan
-(``imagesets.copies``).
+(exact copies, copies across the split, and near copies by perceptual hashes
+for the split to keep together) runs in every folder scan
+(``imagesets.copies``, ``imagesets.perceptual``).
 
     python train.py audit folder:photos --json audit.json
     python train.py --dataset folder:photos --exclude audit.json

@@ -134,7 +134,7 @@ def audit(config: dict, *, folds: int = 5, epochs: int = probabilities.SELF_EPOC
                      "test_fraction": config["test_fraction"],
                      "near_copies": {"hash_distance": copy_thresholds.get("hash_distance", duplicates.HASH_DISTANCE),
                                      "same_picture": duplicates.SAME_PICTURE,
-                                     "crop_correlation": duplicates.CROP_CORRELATION,
+                                     "registered": duplicates.REGISTERED,
                                      "similarity": (copy_thresholds.get("similarity", duplicates.SIMILARITY)
                                                     if backbone is not None else None)}},
         "out_of_sample_accuracy": round(float(np.mean(predicted.probabilities.argmax(1) == labels)), 4),

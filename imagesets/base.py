@@ -104,10 +104,11 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
     folders of a first transfer-learning project.  Seeded, so a rerun sees the
     same split.
 
-    ``groups`` (one id per item, ``imagesets.copies.group_ids``) keeps each
-    group of copies on one side: a group is split as one item, of the class
-    of its first member, so a copy never lands in training with its twin in
-    the test split.  Without groups of two or more, the split is the same as
+    ``groups`` (one id per item, ``imagesets.copies.group_ids``: a folder's
+    exact copies and the near copies its scan's perceptual hashes join) keeps
+    each group on one side: a group is split as one item, of the class of its
+    first member, so a copy never lands in training with its twin in the test
+    split.  Without groups of two or more, the split is the same as
     without ``groups``.
     """
     labels = np.asarray(labels)

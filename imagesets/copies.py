@@ -4,13 +4,16 @@ Every folder load hashes each file's bytes (SHA-256) while it decodes it, and
 the decoded image's pixels at the run's size; both go into the image cache's
 metadata, so a later load reads them instead of hashing again.  Two files
 with the same bytes, or that decode to the same pixels (one photo saved as PNG
-and as BMP), are one *group of copies*.  Groups are what the split keeps on
-one side (``imagesets.base.stratified_split``), and what every folder run
-reports in one line and records in its ``metrics.json``: copies under two
-labels, and copies across a train/val/test split that the folder gives.
+and as BMP), are one *group of copies*; that is what every folder run reports
+in one line and records in its ``metrics.json``: copies under two labels, and
+copies across a train/val/test split that the folder gives.
 
-Near copies (re-encoded, resized, cropped, brightened) need perceptual hashes
-and backbone features; ``python train.py audit`` looks for those.
+The split (``imagesets.base.stratified_split``) keeps each group on one side,
+with the near copies the scan's perceptual hashes join to it (re-encoded,
+resized, brightened, slightly cropped; ``imagesets.perceptual``), so that a
+copy does not test what its twin trained.  The scan's hashing is tight, and
+cheap: ``python train.py audit`` looks further (thumbnails, registration,
+backbone features) and reports what it finds.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ def pixel_hash(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, np.uint8).tobytes()).hexdigest()[:32]
 
 
-def group_ids(*keys: list[str]) -> np.ndarray:
-    """One group id per item: items sharing any non-empty key (in any of the ``keys`` lists) share a group.
+def group_ids(*keys: list[str], pairs=()) -> np.ndarray:
+    """One group id per item: items sharing any non-empty key (in any of the ``keys`` lists), or joined by one of
+    ``pairs`` (index pairs, e.g. ``imagesets.perceptual.near_pairs``), share a group.
 
     Union-find over the items; a group's id is its smallest item's index, so
     an item alone in its group has its own index as its id.
@@ -54,16 +58,21 @@ def group_ids(*keys: list[str]) -> np.ndarray:
             i = parent[i]
         return i
 
+    def join(i, j):
+        a, b = root(i), root(j)
+        parent[max(a, b)] = min(a, b)
+
     for key_list in keys:
         first = {}
         for i, key in enumerate(key_list):
             if not key:
                 continue
             if key in first:
-                a, b = root(i), root(first[key])
-                parent[max(a, b)] = min(a, b)
+                join(i, first[key])
             else:
                 first[key] = i
+    for i, j in pairs:
+        join(i, j)
     return np.array([root(i) for i in range(count)], dtype=np.int64)
 
 
@@ -97,7 +106,8 @@ def cheap_checks(files: list[str], labels: np.ndarray, splits: list[str], ids: n
 
     return {"exact_copy_groups": len(groups), "files_in_copy_groups": int(sum(len(g) for g in groups)),
             "copies_across_classes": len(across_classes), "copies_across_split": len(across_split),
-            "split": "given by the folder" if given_split else "the toolkit's, each group of copies on one side",
+            "split": ("given by the folder" if given_split
+                      else "the toolkit's, each group of copies and near copies on one side"),
             "groups_across_classes": listed(across_classes), "groups_across_split": listed(across_split),
             "audit": AUDIT_HINT.format(dataset=dataset)}
 

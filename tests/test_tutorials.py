@@ -15,9 +15,9 @@ from tools import tutorials
 PATHS = tutorials.tutorials()
 
 
-def test_there_are_three_tutorials():
+def test_there_are_four_tutorials():
     assert [os.path.basename(p) for p in PATHS] == [
-        "export-and-serve.md", "fine-tune-and-diagnose.md", "lenet5-to-savedmodel.md"]
+        "audit-a-folder.md", "export-and-serve.md", "fine-tune-and-diagnose.md", "lenet5-to-savedmodel.md"]
 
 
 @pytest.mark.slow
