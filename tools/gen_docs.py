@@ -665,8 +665,8 @@ def block_augment() -> list[str]:
 def block_headline() -> list[str]:
     """The README's one table: a result per path, each from its benchmark file."""
     default = _load("default_run.json")
-    fashion = _load("fashion_full.json")["results"] + _load("fashion_10min_ingredients.json")["results"]
-    resnet = max((r for r in fashion if r["model"] == "resnet20"), key=lambda r: r["test_accuracy"])
+    fashion = _fashion_results()
+    resnet = _resnet20_recipe_row()
     quick = _load("transfer_quick.json")["results"]["sizes"]["10"]
     converted = _load("formats.json")
     formats = converted["results"]["resnet20-fashion_mnist"]["rows"]
@@ -845,9 +845,9 @@ def _resnet20_recipe_row() -> dict:
     return max((r for r in _fashion_results() if r["model"] == "resnet20"), key=lambda r: r["test_accuracy"])
 
 
-def _resnet20_minutes_an_epoch() -> float:
+def _resnet20_seconds_an_epoch() -> float:
     row = _resnet20_recipe_row()
-    return row["train_seconds"] / 60 / row["epochs"]
+    return row["train_seconds"] / row["epochs"]
 
 
 def _default_seconds_an_epoch() -> float:
@@ -859,12 +859,6 @@ def _about_minutes(minutes: float) -> str:
     return f"about {minutes / 60:.0f} hours" if minutes >= 120 else f"about {max(1, round(minutes))} min"
 
 
-def figure_default_run() -> str:
-    seconds = [r["seconds"] for r in _load("default_run.json")["runs"]]
-    return (f"{_acc(_load('default_run.json')['mean_test_accuracy'])} test accuracy in {min(seconds):.0f}–"
-            f"{max(seconds):.0f} s ({_row_cpu(_load('default_run.json'))}, `bench/results/default_run.json`)")
-
-
 def figure_fashion_recipe(name: str) -> str:
     return f"{_spread_by_machine(_recipe_runs(_fashion_results(), name))} (`bench/results/fashion_full.json`)"
 
@@ -872,19 +866,19 @@ def figure_fashion_recipe(name: str) -> str:
 def figure_resnet20_recipe() -> str:
     row = _resnet20_recipe_row()
     return (f"{_acc(row['test_accuracy'])} after {row['epochs']} epochs in {_minutes(row['train_seconds'])} "
-            f"({_minutes(row['train_seconds'] / row['epochs'])} an epoch; processor {_row_cpu(row)}, "
+            f"({_minutes(_resnet20_seconds_an_epoch())} an epoch; processor {_row_cpu(row)}, "
             f"`bench/results/fashion_full.json`)")
 
 
 def figure_resnet20_recipe_time() -> str:
     epochs = _recipe("resnet20")["epochs"]
-    return (f"{_about_minutes(epochs * _resnet20_minutes_an_epoch())} for its {epochs} epochs at "
-            f"{_minutes(_resnet20_recipe_row()['train_seconds'] / _resnet20_recipe_row()['epochs'])} an epoch")
+    return (f"{_about_minutes(epochs * _resnet20_seconds_an_epoch() / 60)} for its {epochs} epochs at "
+            f"{_minutes(_resnet20_seconds_an_epoch())} an epoch")
 
 
 def figure_compare_fashion() -> str:
-    return (f"{_about_minutes(10 * _resnet20_minutes_an_epoch())}, most of it ResNet-20's ten epochs at "
-            f"{_minutes(60 * _resnet20_minutes_an_epoch())} an epoch")
+    return (f"{_about_minutes(10 * _resnet20_seconds_an_epoch() / 60)}, most of it ResNet-20's ten epochs at "
+            f"{_minutes(_resnet20_seconds_an_epoch())} an epoch")
 
 
 def figure_search_digits() -> str:
@@ -895,7 +889,6 @@ def figure_search_digits() -> str:
 
 
 FIGURES = {
-    "default-run": figure_default_run,
     "fashion-10min": lambda: figure_fashion_recipe("lenet5_modern-10min"),
     "fashion-5min": lambda: figure_fashion_recipe("lenet5_modern-5min"),
     "resnet20-recipe": figure_resnet20_recipe,
