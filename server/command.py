@@ -366,38 +366,42 @@ async def serve(settings: Settings, models: ModelList) -> None:
     worker = os.environ.get(WORKER)
     policy = parse_policy(settings.versions)
     rest_socket = bind(settings.host, settings.rest_port, "--rest-port", shared=worker is not None)
-    configure_tensorflow(settings)
-    metrics = Metrics()
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.unbatched_threads,
-                                                     thread_name_prefix="predict")
+    try:  # a start-up refused after the bind (no exports, the gRPC port taken) leaves no port bound here
+        configure_tensorflow(settings)
+        metrics = Metrics()
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.unbatched_threads,
+                                                         thread_name_prefix="predict")
 
-    def on_change(name, version, state, error):
-        if name != "*":
-            metrics.version_state(name, version, state)
-            if state in ("AVAILABLE", "END"):
-                settle_heap()
-        if error or state in ("AVAILABLE", "END") and name != "*" and worker in (None, "0"):
-            print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
-                  flush=True)
+        def on_change(name, version, state, error):
+            if name != "*":
+                metrics.version_state(name, version, state)
+                if state in ("AVAILABLE", "END"):
+                    settle_heap()
+            if error or state in ("AVAILABLE", "END") and name != "*" and worker in (None, "0"):
+                print(f"[serve] {name} version {version}: {state}{' - ' + error if error else ''}", file=sys.stderr,
+                      flush=True)
 
-    manager = Manager(models.bases, policy, loader(settings, executor, on_batch=metrics.batch), on_change,
-                      sources=models.sources)
-    manager.poll()
-    if not manager.models:
-        raise UserError(f"No exports found under {models.description}; train one first (python train.py) or name a "
-                        "model folder such as saved_models/lenet5-digits")
-    reload = config_reloader(manager, settings) if models.sources is not None else None
-    service = Service(manager, settings, reload)
-    grpc_server = build_server(service, metrics, settings.max_body_bytes, shared=worker is not None,
-                               options=settings.grpc_options)
-    try:
-        grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    except RuntimeError:
-        grpc_port = 0
-    if not grpc_port:
-        raise UserError(f"Cannot listen on {settings.host}:{settings.grpc_port} for gRPC; pick another port with "
-                        "--grpc-port")
-    await grpc_server.start()
+        manager = Manager(models.bases, policy, loader(settings, executor, on_batch=metrics.batch), on_change,
+                          sources=models.sources)
+        manager.poll()
+        if not manager.models:
+            raise UserError(f"No exports found under {models.description}; train one first (python train.py) or name a "
+                            "model folder such as saved_models/lenet5-digits")
+        reload = config_reloader(manager, settings) if models.sources is not None else None
+        service = Service(manager, settings, reload)
+        grpc_server = build_server(service, metrics, settings.max_body_bytes, shared=worker is not None,
+                                   options=settings.grpc_options)
+        try:
+            grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        except RuntimeError:
+            grpc_port = 0
+        if not grpc_port:
+            raise UserError(f"Cannot listen on {settings.host}:{settings.grpc_port} for gRPC; pick another port with "
+                            "--grpc-port")
+        await grpc_server.start()
+    except BaseException:
+        rest_socket.close()
+        raise
     rest_port = rest_socket.getsockname()[1]
     if worker in (None, "0"):
         for line in summary(manager, settings, rest_port, grpc_port, models.description):

@@ -10,6 +10,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -25,6 +27,7 @@ from server.settings import DEFAULTS
 from server import tensors
 from server.signatures import PREDICT, Signature, TensorSpec
 from server.tensors import format_predict, parse_json, parse_pixels
+from tests.helpers import ROOT
 from tests.test_exports import tiny_model
 
 
@@ -514,3 +517,30 @@ def test_tf_servings_flags_map_onto_the_settings(tmp_path):
         settings_from(parser.parse_args([f"--batching_parameters_file={batching}"]))
     with pytest.raises(SystemExit):  # argparse's own one line: a boolean flag takes true or false
         parser.parse_args(["--enable_batching=maybe"])
+
+
+def test_a_refused_start_up_leaves_its_rest_port_free(tmp_path):
+    # The REST port is bound before anything loads, so a taken port is said at once; a start-up refused after
+    # that (here: no exports) must let the port go, or the next server in the same process finds it taken.  Two
+    # start-ups in one fresh interpreter: this one's TensorFlow may already have thread pools a server would set.
+    script = f"""
+import socket
+from core.errors import UserError
+from server import command
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+for _ in range(2):
+    try:
+        command.main([{str(tmp_path)!r}, "--rest-port", str(port), "--grpc-port", "0"])
+    except UserError as error:
+        print(error)
+with socket.socket() as again:
+    again.bind(("127.0.0.1", port))  # OSError if a refused start-up still held it
+print("port free")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(lines) == 3 and all(line.startswith("No exports found") for line in lines[:2]), lines
+    assert lines[2] == "port free"
