@@ -45,6 +45,9 @@ def test_the_runner_exits_non_zero_on_a_broken_page_and_zero_on_a_good_one(tmp_p
     assert run_docs.main([str(good)]) == 0
     assert run_docs.main([str(good), str(bad)]) == 1
     assert "1 failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # a page that is not there: argparse's one line, exit 2
+        run_docs.main([str(tmp_path / "no_such_page.md")])
+    assert refused.value.code == 2 and "no such page" in capsys.readouterr().err
 
 
 def test_a_shell_block_becomes_a_script_with_servers_in_the_background_and_cis_steps_left_to_ci():

@@ -209,6 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the blocks and exit")
     args = parser.parse_args(argv)
     pages = args.pages or PAGES
+    missing = [page for page in pages if not os.path.isfile(os.path.join(ROOT, page))]
+    if missing:
+        parser.error(f"no such page: {', '.join(missing)}")
     if args.list:
         for page in pages:
             for block in blocks(page):
